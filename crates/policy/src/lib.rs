@@ -1,0 +1,1 @@
+//! Tag selection engine: Masterminds-compatible semver, alphabetical and numerical policies, tag filters.

@@ -1,0 +1,1 @@
+//! Byte-exact YAML setters: rewrite only the scalars marked with $imagepolicy comments.

@@ -1,0 +1,1 @@
+//! Go text/template compatible engine with Sprig's hermetic functions, for commit messages.
