@@ -1,0 +1,167 @@
+//! Support for the end-to-end tests: where the test environment's services are, and clients for them.
+//!
+//! The services are started by `hack/testenv.sh up`, which publishes their addresses as `TESTENV_*`
+//! environment variables; `make test` does both. Nothing here starts or fakes a service.
+
+use std::future::Future;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// Variable naming the admin kubeconfig (token in `system:masters`).
+pub const KUBECONFIG_ADMIN: &str = "TESTENV_KUBECONFIG";
+/// Variable naming the kubeconfig of image-reflector-controller's ServiceAccount identity.
+pub const KUBECONFIG_REFLECTOR: &str = "TESTENV_KUBECONFIG_REFLECTOR";
+/// Variable naming the kubeconfig of image-automation-controller's ServiceAccount identity.
+pub const KUBECONFIG_AUTOMATION: &str = "TESTENV_KUBECONFIG_AUTOMATION";
+/// Variable naming the namespace the controllers' identities belong to (`flux-system`).
+pub const KUBE_NAMESPACE: &str = "TESTENV_KUBE_NAMESPACE";
+
+/// Generous liveness bound for what the API server does asynchronously (CRD establishment, RBAC caches).
+/// It fails a test only when the thing never happens.
+pub const LIVENESS: Duration = Duration::from_secs(90);
+
+/// Value of a `TESTENV_*` variable, or an error telling how to start the test environment.
+pub fn testenv_var(name: &str) -> Result<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Ok(value),
+        _ => bail!(
+            "{name} is not set: the end-to-end tests need the real services; run them via `make test`, \
+             or start them with `hack/testenv.sh up` and load the variables it prints with `hack/testenv.sh env`"
+        ),
+    }
+}
+
+/// A client authenticated by the kubeconfig that the variable `var` names.
+pub async fn client_from(var: &str) -> Result<Client> {
+    let path = testenv_var(var)?;
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .with_context(|| format!("reading kubeconfig {path} (named by {var})"))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {path} (named by {var})"))?;
+    Client::try_from(config).with_context(|| format!("building a client from kubeconfig {path}"))
+}
+
+/// A client with the admin identity.
+pub async fn admin_client() -> Result<Client> {
+    client_from(KUBECONFIG_ADMIN).await
+}
+
+/// A name no other test or earlier run uses (namespaces never finish deleting without a controller-manager).
+pub fn unique_name(prefix: &str) -> Result<String> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_nanos();
+    // The low 40 bits of the clock change between runs; pid and counter separate concurrent tests.
+    Ok(format!(
+        "e2e-{prefix}-{:x}-{}-{n}",
+        nanos & 0xff_ffff_ffff,
+        std::process::id()
+    ))
+}
+
+/// Create a fresh namespace and return its name.
+pub async fn create_namespace(client: &Client, prefix: &str) -> Result<String> {
+    let name = unique_name(prefix)?;
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(name)
+}
+
+/// Retry `attempt` until it succeeds or [`LIVENESS`] passes; then return its last error, naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + LIVENESS;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if Instant::now() >= deadline => {
+                return Err(err.context(format!(
+                    "{what}: still failing after {}s",
+                    LIVENESS.as_secs()
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Run `kubectl` with the kubeconfig that the variable `kubeconfig_var` names; return its stdout, or an error
+/// carrying its stderr.
+pub fn kubectl(kubeconfig_var: &str, args: &[&str]) -> Result<String> {
+    let kubeconfig = testenv_var(kubeconfig_var)?;
+    let output = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl (is it installed? hack/testenv.sh up installs it)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "kubectl {} failed ({}):\n{}{}",
+            args.join(" "),
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_variable_tells_how_to_start_the_environment() {
+        let err = testenv_var("TESTENV_E2E_NEVER_SET_BY_ANYONE")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TESTENV_E2E_NEVER_SET_BY_ANYONE is not set"),
+            "{err}"
+        );
+        assert!(
+            err.contains("make test") && err.contains("hack/testenv.sh up"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unique_names_are_valid_and_distinct() {
+        let a = unique_name("ns").unwrap();
+        let b = unique_name("ns").unwrap();
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+        }
+    }
+}
