@@ -6,6 +6,8 @@
 #   hack/testenv/kube.sh up      start etcd + kube-apiserver, write kubeconfigs and $TESTENV_DIR/kube.env
 #   hack/testenv/kube.sh down    stop what `up` started
 #
+# TESTENV_ETCD_PORT / TESTENV_KUBE_PORT ask for fixed ports; a taken one is replaced by a free one.
+#
 # Why a source build: no Docker engine and no internet here, only the Debian archive. Debian ships the
 # 1.20.2 sources (with vendor/) but no apiserver binary. See README "Testing".
 
@@ -96,6 +98,7 @@ REFLECTOR_USER=system:serviceaccount:$KUBE_NS:image-reflector-controller
 AUTOMATION_USER=system:serviceaccount:$KUBE_NS:image-automation-controller
 SA_GROUPS="system:serviceaccounts,system:serviceaccounts:$KUBE_NS"
 READY_TIMEOUT=${TESTENV_KUBE_READY_TIMEOUT:-180}
+# Optional fixed ports (TESTENV_ETCD_PORT, TESTENV_KUBE_PORT); a taken one is replaced by a free one.
 PORT_ATTEMPTS=5
 
 # Kill one tracked component if its pid still names one of our processes (guards against a recycled pid
@@ -233,7 +236,8 @@ KC
 start_etcd() {
   local attempt status peer
   for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
-    ETCD_PORT=$(free_port)
+    # A fixed port may be asked for (debugging); if it is taken, the next attempt picks a free one.
+    if [ "$attempt" = 1 ] && [ -n "${TESTENV_ETCD_PORT:-}" ]; then ETCD_PORT=$TESTENV_ETCD_PORT; else ETCD_PORT=$(free_port); fi
     peer=$(free_port)
     rm -rf "$KUBE_STATE/etcd"
     start_bg etcd etcd --name testenv --data-dir "$KUBE_STATE/etcd" \
@@ -241,7 +245,7 @@ start_etcd() {
       --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
       --initial-cluster "testenv=http://127.0.0.1:$peer"
     status=0
-    wait_ready etcd "$READY_TIMEOUT" curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || status=$?
+    wait_ready etcd "$READY_TIMEOUT" curl -fsS --max-time 5 "http://127.0.0.1:$ETCD_PORT/health" || status=$?
     [ "$status" = 0 ] && return 0
     port_taken_or_die etcd "$status"
   done
@@ -251,7 +255,7 @@ start_etcd() {
 start_apiserver() {
   local attempt status port t0 d=$KUBE_STATE/pki
   for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
-    port=$(free_port)
+    if [ "$attempt" = 1 ] && [ -n "${TESTENV_KUBE_PORT:-}" ]; then port=$TESTENV_KUBE_PORT; else port=$(free_port); fi
     KUBE_SERVER=https://127.0.0.1:$port
     t0=$(now_ms)
     start_bg kube-apiserver "$KUBE_APISERVER_BIN" \
@@ -263,7 +267,7 @@ start_apiserver() {
       --token-auth-file="$KUBE_STATE/tokens.csv" --authorization-mode=RBAC \
       --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none
     status=0
-    wait_ready kube-apiserver "$READY_TIMEOUT" curl -fsS --cacert "$d/ca.crt" \
+    wait_ready kube-apiserver "$READY_TIMEOUT" curl -fsS --max-time 5 --cacert "$d/ca.crt" \
       -H "Authorization: Bearer $ADMIN_TOKEN" "$KUBE_SERVER/readyz" || status=$?
     if [ "$status" = 0 ]; then
       KUBE_READY_MS=$(($(now_ms) - t0))
