@@ -4,7 +4,9 @@
 //! environment variables; `make test` does both. Nothing here starts or fakes a service.
 
 use std::future::Future;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -111,13 +113,42 @@ where
 /// Run `kubectl` with the kubeconfig that the variable `kubeconfig_var` names; return its stdout, or an error
 /// carrying its stderr.
 pub fn kubectl(kubeconfig_var: &str, args: &[&str]) -> Result<String> {
-    let kubeconfig = testenv_var(kubeconfig_var)?;
-    let output = Command::new("kubectl")
+    kubectl_with_input(kubeconfig_var, args, None)
+}
+
+/// [`kubectl`] with `input` on its standard input (for `-f -`).
+pub fn kubectl_with_input(
+    kubeconfig_var: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<String> {
+    let kubeconfig = PathBuf::from(testenv_var(kubeconfig_var)?);
+    // Discovery is cached per server address; keep it with this environment, not in $HOME.
+    let cache_dir = kubeconfig
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("kubectl-cache");
+    let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(&cache_dir)
         .args(args)
-        .output()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running kubectl (is it installed? hack/testenv.sh up installs it)")?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .context("writing kubectl's stdin")?;
+    }
+    let output = child.wait_with_output().context("waiting for kubectl")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         bail!(
