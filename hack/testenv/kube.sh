@@ -254,11 +254,14 @@ start_etcd() {
 
 start_apiserver() {
   local attempt status port t0 d=$KUBE_STATE/pki
+  # Run it as `kube-apiserver` (a symlink), so ps and the process name (comm) show the usual name.
+  mkdir -p "$KUBE_STATE/bin"
+  ln -sfn "$KUBE_APISERVER_BIN" "$KUBE_STATE/bin/kube-apiserver"
   for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
     if [ "$attempt" = 1 ] && [ -n "${TESTENV_KUBE_PORT:-}" ]; then port=$TESTENV_KUBE_PORT; else port=$(free_port); fi
     KUBE_SERVER=https://127.0.0.1:$port
     t0=$(now_ms)
-    start_bg kube-apiserver "$KUBE_APISERVER_BIN" \
+    start_bg kube-apiserver "$KUBE_STATE/bin/kube-apiserver" \
       --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
       --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" --insecure-port=0 \
       --cert-dir="$KUBE_STATE/certs" --tls-cert-file="$d/server.crt" --tls-private-key-file="$d/server.key" \
