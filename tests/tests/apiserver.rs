@@ -12,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, CustomResource, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, CustomResource, CustomResourceExt, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -340,4 +340,115 @@ fn assert_forbidden<T: std::fmt::Debug>(result: kube::Result<T>, what: &str) -> 
         }
         other => anyhow::bail!("{what}: expected 403 Forbidden, got {other:?}"),
     }
+}
+
+/// kube's `Recorder` writes events.k8s.io/v1 Events; 1.20 serves them as core/v1 Events too, which is what
+/// `kubectl describe` and Flux's notification tooling read.
+#[tokio::test]
+async fn recorder_event_is_visible_as_core_v1_event() -> Result<()> {
+    use kube::runtime::events::{Event as RecordedEvent, EventType, Recorder, Reporter};
+    let client = admin_client().await?;
+    let ns = create_namespace(&client, "recorder").await?;
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("subject".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .context("creating ConfigMap subject")?;
+    let uid = cm.uid().context("ConfigMap without uid")?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "e2e-controller".into(),
+            instance: Some("e2e-0".into()),
+        },
+    );
+    let event = RecordedEvent {
+        type_: EventType::Warning,
+        reason: "E2ERecorded".into(),
+        note: Some("published through kube's Recorder".into()),
+        action: "Testing".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &cm.object_ref(&()))
+        .await
+        .context("publishing through the Recorder")?;
+
+    let found = Api::<Event>::namespaced(client, &ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+        .await
+        .context("listing core/v1 Events")?;
+    ensure!(
+        found.items.len() == 1,
+        "expected one Event, got {:?}",
+        found.items
+    );
+    let got = &found.items[0];
+    assert_eq!(got.reason.as_deref(), Some("E2ERecorded"));
+    assert_eq!(
+        got.message.as_deref(),
+        Some("published through kube's Recorder")
+    );
+    assert_eq!(got.type_.as_deref(), Some("Warning"));
+    assert_eq!(got.reporting_component.as_deref(), Some("e2e-controller"));
+    Ok(())
+}
+
+/// The runtime's watch stream against 1.20: the initial list, then a change made after it.
+#[tokio::test]
+async fn watcher_lists_then_sees_changes() -> Result<()> {
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event as WatchEvent};
+    let client = admin_client().await?;
+    let ns = create_namespace(&client, "watch").await?;
+    let config_maps = Api::<ConfigMap>::namespaced(client, &ns);
+    let existing = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("before".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    config_maps
+        .create(&PostParams::default(), &existing)
+        .await
+        .context("creating ConfigMap before")?;
+
+    let mut stream = watcher::watcher(config_maps.clone(), watcher::Config::default()).boxed();
+    let mut next = async || {
+        tokio::time::timeout(e2e::LIVENESS, stream.next())
+            .await
+            .context("no watch event within the liveness bound")?
+            .context("watch stream ended")?
+            .context("watch error")
+    };
+    assert!(matches!(next().await?, WatchEvent::Init));
+    match next().await? {
+        WatchEvent::InitApply(cm) => assert_eq!(cm.name_any(), "before"),
+        other => anyhow::bail!("expected InitApply(before), got {other:?}"),
+    }
+    assert!(matches!(next().await?, WatchEvent::InitDone));
+
+    let added = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("after".into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    config_maps
+        .create(&PostParams::default(), &added)
+        .await
+        .context("creating ConfigMap after")?;
+    match next().await? {
+        WatchEvent::Apply(cm) => assert_eq!(cm.name_any(), "after"),
+        other => anyhow::bail!("expected Apply(after), got {other:?}"),
+    }
+    Ok(())
 }
