@@ -20,4 +20,4 @@ set -a
 # shellcheck disable=SC1091
 . target/testenv/env
 set +a
-cargo test --workspace "$@"
+if [ $# -gt 0 ]; then cargo test "$@"; else cargo test --workspace; fi
