@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CRD_DIR := config/crd/bases
 
-.PHONY: build test e2e lint fmt crds testenv-up testenv-down fuzz
+.PHONY: build test e2e lint fmt crds testenv-up testenv-down fuzz dist
 
 ## build: compile every crate, tests and benches included
 build:
@@ -33,3 +33,7 @@ testenv-up:
 
 testenv-down:
 	hack/testenv.sh down
+
+## dist: release binaries of both controllers, as the Dockerfile builds them
+dist:
+	$(CARGO) build --release --locked -p image-reflector-controller -p image-automation-controller
