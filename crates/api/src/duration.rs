@@ -272,4 +272,68 @@ mod tests {
             assert_eq!(ok(&format_go_duration(d)), d);
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn format_parse_round_trip(nanos in 0u64..=i64::MAX as u64) {
+            let d = Duration::from_nanos(nanos);
+            proptest::prop_assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn never_panics(s in "\\PC{0,24}") {
+            let _ = parse_go_duration(&s);
+        }
+
+        #[test]
+        fn pattern_strings_parse(parts in proptest::collection::vec(
+            (0u32..100_000, proptest::option::of(0u32..1000), 0usize..4), 1..4)
+        ) {
+            // Strings of the CRD interval pattern always parse, to the sum of their parts.
+            let units = [("ms", 1_000_000u128), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)];
+            let mut text = String::new();
+            let mut expected = 0u128;
+            for (int, frac, unit) in parts {
+                let (name, nanos) = units[unit];
+                text.push_str(&int.to_string());
+                expected += u128::from(int) * nanos;
+                if let Some(f) = frac {
+                    let digits = format!("{f:03}");
+                    text.push('.');
+                    text.push_str(&digits);
+                    expected += u128::from(f) * nanos / 1000;
+                }
+                text.push_str(name);
+            }
+            proptest::prop_assert!(regex_lite_match(&text));
+            proptest::prop_assert_eq!(parse_go_duration(&text).map(|d| d.as_nanos()), Ok(expected));
+        }
+    }
+
+    /// Whether `s` matches INTERVAL_PATTERN, checked by hand to avoid a regex dependency here.
+    fn regex_lite_match(s: &str) -> bool {
+        let mut rest = s;
+        while !rest.is_empty() {
+            let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return false;
+            }
+            rest = &rest[n..];
+            if let Some(r) = rest.strip_prefix('.') {
+                let m = r.bytes().take_while(u8::is_ascii_digit).count();
+                if m == 0 {
+                    return false;
+                }
+                rest = &r[m..];
+            }
+            rest = match ["ms", "s", "m", "h"]
+                .iter()
+                .find_map(|u| rest.strip_prefix(u))
+            {
+                Some(r) => r,
+                None => return false,
+            };
+        }
+        !s.is_empty()
+    }
 }
