@@ -311,7 +311,7 @@ cmd_up() {
   write_kubeconfig "$KUBE_STATE/reflector.kubeconfig" "$REFLECTOR_USER" "$reflector_token" "$KUBE_NS"
   write_kubeconfig "$KUBE_STATE/automation.kubeconfig" "$AUTOMATION_USER" "$automation_token" "$KUBE_NS"
   # The controllers' home namespace (leader-election Roles and ServiceAccounts live there).
-  run_or_die "creating namespace $KUBE_NS" kubectl --kubeconfig "$KUBE_STATE/admin.kubeconfig" create namespace "$KUBE_NS"
+  run_or_die "creating namespace $KUBE_NS" kubectl --kubeconfig "$KUBE_STATE/admin.kubeconfig" create namespace "$KUBE_NS" --save-config
   {
     printf 'export TESTENV_KUBECONFIG=%q\n' "$KUBE_STATE/admin.kubeconfig"
     printf 'export TESTENV_KUBECONFIG_REFLECTOR=%q\n' "$KUBE_STATE/reflector.kubeconfig"

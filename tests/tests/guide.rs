@@ -1,5 +1,5 @@
 //! The project's generated CRDs on the real API server, and the Flux image-update guide's three manifests
-//! (tests/data/guide, copied verbatim) applied as written (v1beta1) and as v1, shown by `kubectl get` with
+//! (crates/api/tests/data, copied verbatim) applied as written (v1beta1) and as v1, shown by `kubectl get` with
 //! the printer columns.
 
 use std::path::PathBuf;
@@ -19,11 +19,12 @@ const KINDS: [(&str, &str); 3] = [
     ("ImagePolicy", "imagepolicies"),
     ("ImageUpdateAutomation", "imageupdateautomations"),
 ];
-/// The guide's manifests, in the order the guide creates them.
+/// The guide's manifests (copied verbatim into the api crate's test data), in the order the guide creates them.
+const GUIDE_DIR: &str = "crates/api/tests/data";
 const GUIDE: [&str; 3] = [
-    "imagerepository.yaml",
-    "imagepolicy.yaml",
-    "imageupdateautomation.yaml",
+    "podinfo-registry.yaml",
+    "podinfo-policy.yaml",
+    "flux-system-automation.yaml",
 ];
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -33,7 +34,7 @@ fn repo_path(rel: &str) -> PathBuf {
 }
 
 fn guide_manifest(file: &str) -> Result<String> {
-    let path = repo_path("tests/data/guide").join(file);
+    let path = repo_path(GUIDE_DIR).join(file);
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -226,7 +227,7 @@ async fn guide_manifests_apply_as_written() -> Result<()> {
     install_crds()?;
     // Exactly as written (namespace flux-system): the server validates and defaults them without storing.
     for file in GUIDE {
-        let path = repo_path("tests/data/guide").join(file);
+        let path = repo_path(GUIDE_DIR).join(file);
         let path = path.to_str().context("non-UTF-8 path")?;
         kubectl(KUBECONFIG_ADMIN, &["apply", "--dry-run=server", "-f", path])
             .with_context(|| format!("server dry-run of {file} as written"))?;
