@@ -310,20 +310,20 @@ async fn controller_identities_get_only_what_their_serviceaccount_is_bound_to() 
         .list(&ListParams::default())
         .await;
     assert_forbidden(denied, "automation identity (not bound) listing configmaps")?;
-    let elsewhere = Api::<ConfigMap>::namespaced(reflector.clone(), &home)
+    // Neither check may touch what config/rbac grants (tests/rbac.rs installs it into the same server):
+    // configmaps in a namespace other than the home one, and pods.
+    let other = create_namespace(&admin, "rbac-other").await?;
+    let elsewhere = Api::<ConfigMap>::namespaced(reflector.clone(), &other)
         .list(&ListParams::default())
         .await;
     assert_forbidden(
         elsewhere,
         "reflector identity listing configmaps outside the bound namespace",
     )?;
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(reflector, &ns)
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(reflector, &ns)
         .list(&ListParams::default())
         .await;
-    assert_forbidden(
-        secrets,
-        "reflector identity listing secrets (not in the Role)",
-    )?;
+    assert_forbidden(pods, "reflector identity listing pods (not in the Role)")?;
     Ok(())
 }
 
