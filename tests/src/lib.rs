@@ -113,15 +113,24 @@ where
 /// Run `kubectl` with the kubeconfig that the variable `kubeconfig_var` names; return its stdout, or an error
 /// carrying its stderr.
 pub fn kubectl(kubeconfig_var: &str, args: &[&str]) -> Result<String> {
-    kubectl_with_input(kubeconfig_var, args, None)
+    Ok(kubectl_with_input(kubeconfig_var, args, None)?.stdout)
 }
 
-/// [`kubectl`] with `input` on its standard input (for `-f -`).
+/// What a successful `kubectl` run printed.
+#[derive(Debug, Clone)]
+pub struct KubectlOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (warnings, e.g. the API server's deprecation warnings).
+    pub stderr: String,
+}
+
+/// [`kubectl`] with `input` on its standard input (for `-f -`), returning both output streams.
 pub fn kubectl_with_input(
     kubeconfig_var: &str,
     args: &[&str],
     input: Option<&str>,
-) -> Result<String> {
+) -> Result<KubectlOutput> {
     let kubeconfig = PathBuf::from(testenv_var(kubeconfig_var)?);
     // Discovery is cached per server address; keep it with this environment, not in $HOME.
     let cache_dir = kubeconfig
@@ -150,16 +159,15 @@ pub fn kubectl_with_input(
     }
     let output = child.wait_with_output().context("waiting for kubectl")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
         bail!(
-            "kubectl {} failed ({}):\n{}{}",
+            "kubectl {} failed ({}):\n{stdout}{stderr}",
             args.join(" "),
-            output.status,
-            stdout,
-            String::from_utf8_lossy(&output.stderr)
+            output.status
         );
     }
-    Ok(stdout)
+    Ok(KubectlOutput { stdout, stderr })
 }
 
 #[cfg(test)]

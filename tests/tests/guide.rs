@@ -152,10 +152,34 @@ async fn generated_crds_install_and_are_accepted() -> Result<()> {
 /// Apply the three guide manifests into `ns` (rewritten to `version` if given) and check what the server
 /// stored, read back as v1.
 async fn apply_guide(client: &Client, ns: &str, version: Option<&str>) -> Result<()> {
-    for file in GUIDE {
+    for (file, (kind, plural)) in GUIDE.into_iter().zip(KINDS) {
         let manifest = rewrite(&guide_manifest(file)?, ns, version)?;
-        kubectl_with_input(KUBECONFIG_ADMIN, &["apply", "-f", "-"], Some(&manifest))
+        let out = kubectl_with_input(KUBECONFIG_ADMIN, &["apply", "-f", "-"], Some(&manifest))
             .with_context(|| format!("applying {file} as {}", version.unwrap_or("written")))?;
+        // The server warns about the deprecated version the guide uses, and only about that.
+        let warning = format!("v1beta1 {kind} is deprecated, upgrade to v1");
+        match version {
+            None => ensure!(
+                out.stderr.contains(&warning),
+                "{file}: no deprecation warning in {:?}",
+                out.stderr
+            ),
+            Some(_) => ensure!(
+                !out.stderr.contains("deprecated"),
+                "{file}: unexpected warning {:?}",
+                out.stderr
+            ),
+        }
+        // Status defaults to observedGeneration -1 until a controller reports.
+        let obj = v1_api(client, ns, kind, plural)
+            .get(&object_name(&manifest)?)
+            .await?;
+        let obj = serde_json::to_value(obj)?;
+        assert_eq!(
+            obj["status"],
+            json!({"observedGeneration": -1}),
+            "{kind}: {obj:#}"
+        );
     }
     let repo = get_v1(
         client,
@@ -203,6 +227,15 @@ async fn apply_guide(client: &Client, ns: &str, version: Option<&str>) -> Result
         json!({"path": "./clusters/my-cluster", "strategy": "Setters"})
     );
     Ok(())
+}
+
+/// `metadata.name` of a guide manifest (the first indented `name:` line).
+fn object_name(manifest: &str) -> Result<String> {
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("  name: "))
+        .map(str::to_owned)
+        .context("manifest without metadata.name")
 }
 
 fn v1_api(client: &Client, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
