@@ -318,6 +318,7 @@ cmd_up() {
     printf 'export TESTENV_KUBECONFIG_AUTOMATION=%q\n' "$KUBE_STATE/automation.kubeconfig"
     printf 'export TESTENV_KUBE_SERVER=%q\n' "$KUBE_SERVER"
     printf 'export TESTENV_KUBE_CA=%q\n' "$KUBE_STATE/pki/ca.crt"
+    printf 'export TESTENV_KUBE_APISERVER_BIN=%q\n' "$KUBE_APISERVER_BIN"
     printf 'export TESTENV_KUBE_NAMESPACE=%q\n' "$KUBE_NS"
     printf 'export TESTENV_KUBE_REFLECTOR_USER=%q\n' "$REFLECTOR_USER"
     printf 'export TESTENV_KUBE_AUTOMATION_USER=%q\n' "$AUTOMATION_USER"

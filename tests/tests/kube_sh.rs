@@ -89,6 +89,24 @@ fn server_of(state: &Path) -> Result<String> {
         .context("kube.env has no TESTENV_KUBE_SERVER")
 }
 
+/// A second `build` reuses the cached binary: nothing is rebuilt or replaced.
+#[test]
+fn build_reuses_the_cached_apiserver() -> Result<()> {
+    let bin = PathBuf::from(testenv_var("TESTENV_KUBE_APISERVER_BIN")?);
+    let before = std::fs::metadata(&bin)
+        .context("cached kube-apiserver")?
+        .modified()?;
+    let state = tempfile::tempdir()?;
+    let out = kube_sh(state.path(), &["build"], &[])?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(!log.contains("building kube-apiserver"), "rebuilt: {log}");
+    ensure!(
+        std::fs::metadata(&bin)?.modified()? == before,
+        "cached binary replaced"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn taken_ports_are_replaced_and_stale_processes_cleaned() -> Result<()> {
     // Only under `make test`: the binary is then already built and cached.
