@@ -33,6 +33,21 @@ fn kube_sh(state: &Path, args: &[&str], extra_env: &[(&str, String)]) -> Result<
     Ok(out)
 }
 
+/// A state dir inside the shared environment's, so `hack/testenv.sh down`/`check` also find what is started
+/// there should this test be killed halfway.
+fn private_state_dir() -> Result<tempfile::TempDir> {
+    let admin = PathBuf::from(testenv_var(KUBECONFIG_ADMIN)?);
+    // $TESTENV_DIR/kube/admin.kubeconfig
+    let testenv_dir = admin
+        .parent()
+        .and_then(Path::parent)
+        .context("TESTENV_KUBECONFIG is not inside $TESTENV_DIR/kube")?;
+    tempfile::Builder::new()
+        .prefix("kube-sh-test-")
+        .tempdir_in(testenv_dir)
+        .context("creating a private state dir")
+}
+
 fn tracked_pids(state: &Path) -> Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir(state.join("pids")).context("reading pids dir")? {
@@ -96,7 +111,7 @@ fn build_reuses_the_cached_apiserver() -> Result<()> {
     let before = std::fs::metadata(&bin)
         .context("cached kube-apiserver")?
         .modified()?;
-    let state = tempfile::tempdir()?;
+    let state = private_state_dir()?;
     let out = kube_sh(state.path(), &["build"], &[])?;
     let log = String::from_utf8_lossy(&out.stderr);
     ensure!(!log.contains("building kube-apiserver"), "rebuilt: {log}");
@@ -109,9 +124,7 @@ fn build_reuses_the_cached_apiserver() -> Result<()> {
 
 #[tokio::test]
 async fn taken_ports_are_replaced_and_stale_processes_cleaned() -> Result<()> {
-    // Only under `make test`: the binary is then already built and cached.
-    testenv_var(KUBECONFIG_ADMIN)?;
-    let state = tempfile::tempdir()?;
+    let state = private_state_dir()?;
     let busy = TcpListener::bind("127.0.0.1:0")?;
     let busy_port = busy.local_addr()?.port();
     let ports = [
