@@ -239,7 +239,17 @@ fn object_name(manifest: &str) -> Result<String> {
 }
 
 fn v1_api(client: &Client, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(GROUP, "v1", kind);
+    api_at(client, ns, "v1", kind, plural)
+}
+
+fn api_at(
+    client: &Client,
+    ns: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(GROUP, version, kind);
     Api::namespaced_with(
         client.clone(),
         ns,
@@ -268,7 +278,30 @@ async fn guide_manifests_apply_as_written() -> Result<()> {
     // And stored for real, in a namespace of their own.
     let client = admin_client().await?;
     let ns = create_namespace(&client, "guide-v1beta1").await?;
-    apply_guide(&client, &ns, None).await
+    apply_guide(&client, &ns, None).await?;
+
+    // Every served version reads the same object (no conversion webhook: only apiVersion changes).
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    for ((kind, plural), file) in KINDS.into_iter().zip(GUIDE) {
+        let name = object_name(&guide_manifest(file)?)?;
+        let crd = crds.get(&format!("{plural}.{GROUP}")).await?;
+        let mut specs = Vec::new();
+        for version in crd.spec.versions.iter().filter(|v| v.served) {
+            let obj = api_at(&client, &ns, &version.name, kind, plural)
+                .get(&name)
+                .await
+                .with_context(|| format!("reading {kind} {name} as {}", version.name))?;
+            let obj = serde_json::to_value(obj)?;
+            assert_eq!(obj["apiVersion"], format!("{GROUP}/{}", version.name));
+            specs.push(obj["spec"].clone());
+        }
+        ensure!(specs.len() >= 2, "{kind}: fewer than two served versions");
+        ensure!(
+            specs.windows(2).all(|w| w[0] == w[1]),
+            "{kind}: versions differ: {specs:#?}"
+        );
+    }
+    Ok(())
 }
 
 #[tokio::test]
