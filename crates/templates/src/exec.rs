@@ -1,7 +1,7 @@
 //! The executor: walks a parsed tree against a [`Value`], with fixed step, output and depth budgets.
 
 use crate::funcs::{self, Ctx, FuncError};
-use crate::parse::{line_col, Arg, Cmd, Node, Pipe, Tree};
+use crate::parse::{Arg, Cmd, Node, Pipe, Tree, line_col};
 use crate::value::Value;
 use crate::{BudgetKind, ExecError, Limits};
 
@@ -30,7 +30,12 @@ pub(crate) struct Exec<'a> {
 type R<T> = Result<T, ExecError>;
 
 impl<'a> Exec<'a> {
-    pub(crate) fn new(tree: &'a Tree, parse_name: &'a str, text: &'a str, limits: &'a Limits) -> Self {
+    pub(crate) fn new(
+        tree: &'a Tree,
+        parse_name: &'a str,
+        text: &'a str,
+        limits: &'a Limits,
+    ) -> Self {
         Exec {
             tree,
             parse_name,
@@ -49,7 +54,12 @@ impl<'a> Exec<'a> {
         Ok(std::mem::take(&mut self.ctx.out))
     }
 
-    fn error(&self, at: Option<&At>, message: impl Into<String>, budget: Option<BudgetKind>) -> ExecError {
+    fn error(
+        &self,
+        at: Option<&At>,
+        message: impl Into<String>,
+        budget: Option<BudgetKind>,
+    ) -> ExecError {
         let (line, column, context) = match at {
             Some(a) => {
                 let (l, c) = line_col(self.text, a.pos);
@@ -69,17 +79,26 @@ impl<'a> Exec<'a> {
     }
 
     fn at_arg(arg: &Arg) -> At {
-        At { pos: arg.pos(), context: arg.to_string() }
+        At {
+            pos: arg.pos(),
+            context: arg.to_string(),
+        }
     }
 
     fn at_pipe(pipe: &Pipe) -> At {
-        At { pos: pipe.pos, context: pipe.to_string() }
+        At {
+            pos: pipe.pos,
+            context: pipe.to_string(),
+        }
     }
 
     fn step(&mut self, at: Option<&At>) -> R<()> {
         self.ctx.steps += 1;
         if self.ctx.steps > self.ctx.limits.max_steps {
-            let msg = format!("exceeded the budget of {} evaluation steps", self.ctx.limits.max_steps);
+            let msg = format!(
+                "exceeded the budget of {} evaluation steps",
+                self.ctx.limits.max_steps
+            );
             return Err(self.error(at, msg, Some(BudgetKind::Steps)));
         }
         Ok(())
@@ -87,7 +106,10 @@ impl<'a> Exec<'a> {
 
     fn write(&mut self, s: &str, at: Option<&At>) -> R<()> {
         if self.ctx.out.len() + s.len() > self.ctx.limits.max_output {
-            let msg = format!("output exceeds the budget of {} bytes", self.ctx.limits.max_output);
+            let msg = format!(
+                "output exceeds the budget of {} bytes",
+                self.ctx.limits.max_output
+            );
             return Err(self.error(at, msg, Some(BudgetKind::Output)));
         }
         self.ctx.out.push_str(s);
@@ -115,7 +137,11 @@ impl<'a> Exec<'a> {
                 let v = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
                     let at = Self::at_pipe(pipe);
-                    let room = self.ctx.limits.max_output.saturating_sub(self.ctx.out.len());
+                    let room = self
+                        .ctx
+                        .limits
+                        .max_output
+                        .saturating_sub(self.ctx.out.len());
                     let s = match v {
                         Value::Missing => Some("<no value>".to_string()),
                         v => crate::gofmt::sprint_v_bounded(&v, room),
@@ -123,20 +149,36 @@ impl<'a> Exec<'a> {
                     match s {
                         Some(s) => self.write(&s, Some(&at))?,
                         None => {
-                            let msg = format!("output exceeds the budget of {} bytes", self.ctx.limits.max_output);
+                            let msg = format!(
+                                "output exceeds the budget of {} bytes",
+                                self.ctx.limits.max_output
+                            );
                             return Err(self.error(Some(&at), msg, Some(BudgetKind::Output)));
                         }
                     }
                 }
                 Ok(Flow::Normal)
             }
-            Node::If { pipe, list, else_list } | Node::With { pipe, list, else_list } => {
+            Node::If {
+                pipe,
+                list,
+                else_list,
+            }
+            | Node::With {
+                pipe,
+                list,
+                else_list,
+            } => {
                 let is_with = matches!(node, Node::With { .. });
                 let mark = self.vars.len();
                 let r = (|| {
                     let v = self.eval_pipeline(dot, pipe)?;
                     if v.truth() {
-                        if is_with { self.walk_list(&v, list) } else { self.walk_list(dot, list) }
+                        if is_with {
+                            self.walk_list(&v, list)
+                        } else {
+                            self.walk_list(dot, list)
+                        }
                     } else if let Some(e) = else_list {
                         self.walk_list(dot, e)
                     } else {
@@ -146,26 +188,41 @@ impl<'a> Exec<'a> {
                 self.vars.truncate(mark);
                 r
             }
-            Node::Range { pipe, list, else_list } => {
+            Node::Range {
+                pipe,
+                list,
+                else_list,
+            } => {
                 let mark = self.vars.len();
                 let r = self.walk_range(dot, pipe, list, else_list.as_deref());
                 self.vars.truncate(mark);
                 r
             }
             Node::Template { pos, name, pipe } => {
-                let at = At { pos: *pos, context: format!("{{{{template {}}}}}", crate::gofmt::quote(name)) };
+                let at = At {
+                    pos: *pos,
+                    context: format!("{{{{template {}}}}}", crate::gofmt::quote(name)),
+                };
                 let Some(body) = self.tree.defines.get(name) else {
-                    return Err(self.error(Some(&at), format!("template {} not defined", crate::gofmt::quote(name)), None));
+                    return Err(self.error(
+                        Some(&at),
+                        format!("template {} not defined", crate::gofmt::quote(name)),
+                        None,
+                    ));
                 };
                 let new_dot = match pipe {
                     Some(p) => self.eval_pipeline(dot, p)?,
                     None => Value::Missing,
                 };
                 if self.depth >= self.ctx.limits.max_depth {
-                    let msg = format!("exceeded maximum template depth ({})", self.ctx.limits.max_depth);
+                    let msg = format!(
+                        "exceeded maximum template depth ({})",
+                        self.ctx.limits.max_depth
+                    );
                     return Err(self.error(Some(&at), msg, Some(BudgetKind::Depth)));
                 }
-                let saved_vars = std::mem::replace(&mut self.vars, vec![("$".into(), new_dot.clone())]);
+                let saved_vars =
+                    std::mem::replace(&mut self.vars, vec![("$".into(), new_dot.clone())]);
                 let saved_name = std::mem::replace(&mut self.current, name.clone());
                 self.depth += 1;
                 let r = self.walk_list(&new_dot, body);
@@ -179,13 +236,24 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn walk_range(&mut self, dot: &Value, pipe: &Pipe, list: &[Node], else_list: Option<&[Node]>) -> R<Flow> {
+    fn walk_range(
+        &mut self,
+        dot: &Value,
+        pipe: &Pipe,
+        list: &[Node],
+        else_list: Option<&[Node]>,
+    ) -> R<Flow> {
         let val = self.eval_pipeline(dot, pipe)?;
         let mark = self.vars.len();
         let ndecl = pipe.decl.len();
         let mut ran = false;
         let items: Vec<(Value, Value)> = match &val {
-            Value::List(l) => l.items.iter().enumerate().map(|(i, v)| (Value::Int(i as i64), v.clone())).collect(),
+            Value::List(l) => l
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Value::Int(i as i64), v.clone()))
+                .collect(),
             Value::Map(m) => m.entries().to_vec(),
             Value::Int(n) => {
                 if ndecl > 1 {
@@ -207,7 +275,11 @@ impl<'a> Exec<'a> {
             self.step(Some(&Self::at_pipe(pipe)))?;
             if ndecl > 0 {
                 if pipe.is_assign {
-                    let first = if ndecl > 1 { index.clone() } else { elem.clone() };
+                    let first = if ndecl > 1 {
+                        index.clone()
+                    } else {
+                        elem.clone()
+                    };
                     self.set_var(&pipe.decl[0], first);
                     if ndecl > 1 {
                         self.set_var(&pipe.decl[1], elem.clone());
@@ -265,7 +337,11 @@ impl<'a> Exec<'a> {
     fn not_a_function(&self, cmd: &Cmd, final_: &Option<Value>) -> R<()> {
         if cmd.args.len() > 1 || final_.is_some() {
             let at = Self::at_arg(&cmd.args[0]);
-            return Err(self.error(Some(&at), format!("can't give argument to non-function {}", cmd.args[0]), None));
+            return Err(self.error(
+                Some(&at),
+                format!("can't give argument to non-function {}", cmd.args[0]),
+                None,
+            ));
         }
         Ok(())
     }
@@ -274,7 +350,9 @@ impl<'a> Exec<'a> {
         let first = &cmd.args[0];
         self.step(Some(&Self::at_arg(first)))?;
         match first {
-            Arg::Field { idents, .. } => self.eval_field_chain(dot, dot.clone(), first, idents, &cmd.args, final_),
+            Arg::Field { idents, .. } => {
+                self.eval_field_chain(dot, dot.clone(), first, idents, &cmd.args, final_)
+            }
             Arg::Chain { node, idents, .. } => {
                 let recv = self.eval_arg(dot, node)?;
                 self.eval_field_chain(dot, recv, first, idents, &cmd.args, final_)
@@ -292,7 +370,9 @@ impl<'a> Exec<'a> {
                 }
                 self.eval_field_chain(dot, v, first, idents, &cmd.args, final_)
             }
-            Arg::Nil(_) => Err(self.error(Some(&Self::at_arg(first)), "nil is not a command", None)),
+            Arg::Nil(_) => {
+                Err(self.error(Some(&Self::at_arg(first)), "nil is not a command", None))
+            }
             _ => {
                 self.not_a_function(cmd, &final_)?;
                 self.eval_arg(dot, first)
@@ -307,7 +387,14 @@ impl<'a> Exec<'a> {
             Arg::Bool(_, b) => Ok(Value::Bool(*b)),
             Arg::Number { value, .. } => Ok(value.clone()),
             Arg::Str { value, .. } => Ok(Value::Str(value.clone())),
-            Arg::Field { idents, .. } => self.eval_field_chain(dot, dot.clone(), arg, idents, std::slice::from_ref(arg), None),
+            Arg::Field { idents, .. } => self.eval_field_chain(
+                dot,
+                dot.clone(),
+                arg,
+                idents,
+                std::slice::from_ref(arg),
+                None,
+            ),
             Arg::Var { name, idents, .. } => {
                 let v = self.var_value(name, &Self::at_arg(arg))?;
                 if idents.is_empty() {
@@ -316,7 +403,9 @@ impl<'a> Exec<'a> {
                 self.eval_field_chain(dot, v, arg, idents, std::slice::from_ref(arg), None)
             }
             Arg::Pipe(p) => self.eval_pipeline(dot, p),
-            Arg::Ident { name, .. } => self.eval_function(dot, name, arg, std::slice::from_ref(arg), None),
+            Arg::Ident { name, .. } => {
+                self.eval_function(dot, name, arg, std::slice::from_ref(arg), None)
+            }
             Arg::Chain { node, idents, .. } => {
                 let recv = self.eval_arg(dot, node)?;
                 self.eval_field_chain(dot, recv, arg, idents, std::slice::from_ref(arg), None)
@@ -348,41 +437,83 @@ impl<'a> Exec<'a> {
         match &receiver {
             Value::Missing => Ok(Value::Missing),
             Value::Struct(s) => {
-                let member = s.fields.iter().find(|f| &*f.name == name).map(|f| (f.kind, f.value.clone()));
-                let member = member.or_else(|| s.get(name).map(|v| (crate::value::FieldKind::Plain, v.clone())));
+                let member = s
+                    .fields
+                    .iter()
+                    .find(|f| &*f.name == name)
+                    .map(|f| (f.kind, f.value.clone()));
+                let member = member.or_else(|| {
+                    s.get(name)
+                        .map(|v| (crate::value::FieldKind::Plain, v.clone()))
+                });
                 match member {
                     Some((crate::value::FieldKind::Method, v)) => {
                         if has_args {
-                            return Err(self.error(Some(&at), format!("wrong number of args for {name}: want 0 got more"), None));
+                            return Err(self.error(
+                                Some(&at),
+                                format!("wrong number of args for {name}: want 0 got more"),
+                                None,
+                            ));
                         }
                         Ok(v)
                     }
                     Some((_, v)) => {
                         if has_args {
-                            return Err(self.error(Some(&at), format!("{name} has arguments but cannot be invoked as function"), None));
+                            return Err(self.error(
+                                Some(&at),
+                                format!("{name} has arguments but cannot be invoked as function"),
+                                None,
+                            ));
                         }
                         Ok(v)
                     }
-                    None => Err(self.error(Some(&at), format!("can't evaluate field {name} in type {}", s.type_name), None)),
+                    None => Err(self.error(
+                        Some(&at),
+                        format!("can't evaluate field {name} in type {}", s.type_name),
+                        None,
+                    )),
                 }
             }
             Value::Map(m) if m.has_string_keys() => {
                 if has_args {
-                    return Err(self.error(Some(&at), format!("{name} is not a method but has arguments"), None));
+                    return Err(self.error(
+                        Some(&at),
+                        format!("{name} is not a method but has arguments"),
+                        None,
+                    ));
                 }
                 Ok(m.get(&Value::str(name)).cloned().unwrap_or(Value::Missing))
             }
-            Value::Nil => Err(self.error(Some(&at), format!("nil pointer evaluating interface {{}}.{name}"), None)),
-            other => Err(self.error(Some(&at), format!("can't evaluate field {name} in type {}", other.type_name()), None)),
+            Value::Nil => Err(self.error(
+                Some(&at),
+                format!("nil pointer evaluating interface {{}}.{name}"),
+                None,
+            )),
+            other => Err(self.error(
+                Some(&at),
+                format!("can't evaluate field {name} in type {}", other.type_name()),
+                None,
+            )),
         }
     }
 
-    fn eval_function(&mut self, dot: &Value, name: &str, node: &Arg, args: &[Arg], final_: Option<Value>) -> R<Value> {
+    fn eval_function(
+        &mut self,
+        dot: &Value,
+        name: &str,
+        node: &Arg,
+        args: &[Arg],
+        final_: Option<Value>,
+    ) -> R<Value> {
         let at = Self::at_arg(node);
         let rest = &args[1..];
         if name == "and" || name == "or" {
             if rest.is_empty() && final_.is_none() {
-                return Err(self.error(Some(&at), format!("wrong number of args for {name}: want at least 1 got 0"), None));
+                return Err(self.error(
+                    Some(&at),
+                    format!("wrong number of args for {name}: want at least 1 got 0"),
+                    None,
+                ));
             }
             let mut v = Value::Missing;
             for a in rest {
@@ -404,14 +535,30 @@ impl<'a> Exec<'a> {
             argv.push(f);
         }
         let Some(func) = funcs::lookup(name) else {
-            return Err(self.error(Some(&at), format!("{name:?} is not a defined function"), None));
+            return Err(self.error(
+                Some(&at),
+                format!("{name:?} is not a defined function"),
+                None,
+            ));
         };
         match funcs::call(&mut self.ctx, func, &argv) {
             Ok(v) => Ok(v),
             Err(FuncError::Arg(m)) => Err(self.error(Some(&at), m, None)),
-            Err(FuncError::Call(m)) => Err(self.error(Some(&at), format!("error calling {name}: {m}"), None)),
+            Err(FuncError::BadArg(m, addr)) => {
+                // Point at the offending argument's node when it is one of the written arguments.
+                let i = argv
+                    .iter()
+                    .position(|v| std::ptr::from_ref(v) as usize == addr);
+                let at = match i.and_then(|i| rest.get(i)) {
+                    Some(node) => Self::at_arg(node),
+                    None => at,
+                };
+                Err(self.error(Some(&at), m, None))
+            }
+            Err(FuncError::Call(m)) => {
+                Err(self.error(Some(&at), format!("error calling {name}: {m}"), None))
+            }
             Err(FuncError::Budget(kind, m)) => Err(self.error(Some(&at), m, Some(kind))),
         }
     }
 }
-

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::gofmt;
 use crate::json;
-use crate::value::{go_cmp, go_equal, Value};
+use crate::value::{Value, go_cmp, go_equal};
 use crate::{BudgetKind, Limits};
 
 /// Maximum nesting of values built by functions (lists of lists, ...).
@@ -19,7 +19,11 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(limits: &'a Limits) -> Self {
-        Ctx { limits, out: String::new(), steps: 0 }
+        Ctx {
+            limits,
+            out: String::new(),
+            steps: 0,
+        }
     }
     /// Charges work proportional to `units` (bytes or elements handled) against the step budget.
     fn charge(&mut self, units: usize) -> Result<(), FuncError> {
@@ -27,7 +31,10 @@ impl<'a> Ctx<'a> {
         if self.steps > self.limits.max_steps {
             return Err(FuncError::Budget(
                 BudgetKind::Steps,
-                format!("exceeded the budget of {} evaluation steps", self.limits.max_steps),
+                format!(
+                    "exceeded the budget of {} evaluation steps",
+                    self.limits.max_steps
+                ),
             ));
         }
         Ok(())
@@ -37,7 +44,10 @@ impl<'a> Ctx<'a> {
         if size > self.limits.max_output {
             return Err(FuncError::Budget(
                 BudgetKind::Output,
-                format!("value of {size} bytes or elements exceeds the budget of {} bytes", self.limits.max_output),
+                format!(
+                    "value of {size} bytes or elements exceeds the budget of {} bytes",
+                    self.limits.max_output
+                ),
             ));
         }
         Ok(())
@@ -46,8 +56,11 @@ impl<'a> Ctx<'a> {
 
 /// How a function call failed.
 pub(crate) enum FuncError {
-    /// An argument does not fit the parameter (reported as is, like Go's argument checks).
+    /// The call does not fit the function (reported as is, like Go's argument checks).
     Arg(String),
+    /// One argument does not fit its parameter; the `usize` identifies it (its address in the
+    /// argument slice) so the error can point at the argument's node like Go does.
+    BadArg(String, usize),
     /// The function itself failed (reported as `error calling NAME: ...`).
     Call(String),
     /// A budget was exceeded.
@@ -66,24 +79,34 @@ fn call_err(m: impl Into<String>) -> FuncError {
 
 fn arity(args: &[Value], name: &str, want: usize) -> Result<(), FuncError> {
     if args.len() != want {
-        return Err(FuncError::Arg(format!("wrong number of args for {name}: want {want} got {}", args.len())));
+        return Err(FuncError::Arg(format!(
+            "wrong number of args for {name}: want {want} got {}",
+            args.len()
+        )));
     }
     Ok(())
 }
 
 fn at_least(args: &[Value], name: &str, want: usize) -> Result<(), FuncError> {
     if args.len() < want {
-        return Err(FuncError::Arg(format!("wrong number of args for {name}: want at least {want} got {}", args.len())));
+        return Err(FuncError::Arg(format!(
+            "wrong number of args for {name}: want at least {want} got {}",
+            args.len()
+        )));
     }
     Ok(())
 }
 
 fn wrong_type(expected: &str, v: &Value) -> FuncError {
-    match v {
-        Value::Missing => FuncError::Arg(format!("invalid value; expected {expected}")),
-        Value::Nil => FuncError::Arg(format!("cannot assign nil to {expected}")),
-        _ => FuncError::Arg(format!("wrong type for value; expected {expected}; got {}", v.type_name())),
-    }
+    let msg = match v {
+        Value::Missing => format!("invalid value; expected {expected}"),
+        Value::Nil => format!("cannot assign nil to {expected}"),
+        _ => format!(
+            "wrong type for value; expected {expected}; got {}",
+            v.type_name()
+        ),
+    };
+    FuncError::BadArg(msg, std::ptr::from_ref(v) as usize)
 }
 
 fn s(v: &Value) -> Result<Arc<str>, FuncError> {
@@ -167,23 +190,51 @@ const FUNCS: &[(&str, Func)] = &[
     ("call", f_call),
     // Sprig: strings.
     ("hello", |_, _| Ok(Value::str("Hello!"))),
-    ("trim", |_, a| str1(a, "trim", |s| s.trim_matches(char::is_whitespace).to_string())),
+    ("trim", |_, a| {
+        str1(a, "trim", |s| {
+            s.trim_matches(char::is_whitespace).to_string()
+        })
+    }),
     ("trimAll", f_trim_all),
     ("trimall", f_trim_all),
-    ("trimPrefix", |_, a| str2(a, "trimPrefix", |p, s| s.strip_prefix(p).unwrap_or(s).to_string())),
-    ("trimSuffix", |_, a| str2(a, "trimSuffix", |p, s| s.strip_suffix(p).unwrap_or(s).to_string())),
+    ("trimPrefix", |_, a| {
+        str2(a, "trimPrefix", |p, s| {
+            s.strip_prefix(p).unwrap_or(s).to_string()
+        })
+    }),
+    ("trimSuffix", |_, a| {
+        str2(a, "trimSuffix", |p, s| {
+            s.strip_suffix(p).unwrap_or(s).to_string()
+        })
+    }),
     ("upper", |_, a| str1(a, "upper", str::to_uppercase)),
     ("lower", |_, a| str1(a, "lower", str::to_lowercase)),
     ("title", |_, a| str1(a, "title", go_title)),
-    ("nospace", |_, a| str1(a, "nospace", |s| s.chars().filter(|c| !c.is_whitespace()).collect())),
-    ("initials", |_, a| str1(a, "initials", |s| s.split_whitespace().filter_map(|w| w.chars().next()).collect())),
+    ("nospace", |_, a| {
+        str1(a, "nospace", |s| {
+            s.chars().filter(|c| !c.is_whitespace()).collect()
+        })
+    }),
+    ("initials", |_, a| {
+        str1(a, "initials", |s| {
+            s.split_whitespace()
+                .filter_map(|w| w.chars().next())
+                .collect()
+        })
+    }),
     ("repeat", f_repeat),
     ("substr", f_substr),
     ("trunc", f_trunc),
     ("abbrev", f_abbrev),
-    ("contains", |_, a| bool2(a, "contains", |sub, s| s.contains(sub))),
-    ("hasPrefix", |_, a| bool2(a, "hasPrefix", |p, s| s.starts_with(p))),
-    ("hasSuffix", |_, a| bool2(a, "hasSuffix", |p, s| s.ends_with(p))),
+    ("contains", |_, a| {
+        bool2(a, "contains", |sub, s| s.contains(sub))
+    }),
+    ("hasPrefix", |_, a| {
+        bool2(a, "hasPrefix", |p, s| s.starts_with(p))
+    }),
+    ("hasSuffix", |_, a| {
+        bool2(a, "hasSuffix", |p, s| s.ends_with(p))
+    }),
     ("quote", f_quote),
     ("squote", f_squote),
     ("cat", f_cat),
@@ -193,9 +244,19 @@ const FUNCS: &[(&str, Func)] = &[
     ("plural", f_plural),
     ("toString", f_to_string),
     ("toStrings", f_to_strings),
-    ("sha1sum", |_, a| str1(a, "sha1sum", |s| hex(&<sha1::Sha1 as sha2::Digest>::digest(s.as_bytes())))),
-    ("sha256sum", |_, a| str1(a, "sha256sum", |s| hex(&<sha2::Sha256 as sha2::Digest>::digest(s.as_bytes())))),
-    ("adler32sum", |_, a| str1(a, "adler32sum", |s| adler32(s.as_bytes()).to_string())),
+    ("sha1sum", |_, a| {
+        str1(a, "sha1sum", |s| {
+            hex(&<sha1::Sha1 as sha2::Digest>::digest(s.as_bytes()))
+        })
+    }),
+    ("sha256sum", |_, a| {
+        str1(a, "sha256sum", |s| {
+            hex(&<sha2::Sha256 as sha2::Digest>::digest(s.as_bytes()))
+        })
+    }),
+    ("adler32sum", |_, a| {
+        str1(a, "adler32sum", |s| adler32(s.as_bytes()).to_string())
+    }),
     ("split", f_split),
     ("splitList", f_split_list),
     ("splitn", f_splitn),
@@ -227,14 +288,20 @@ const FUNCS: &[(&str, Func)] = &[
         arity(a, "add1", 1)?;
         Ok(Value::Int(to_int64(&a[0]).wrapping_add(1)))
     }),
-    ("add", |_, a| Ok(Value::Int(a.iter().map(to_int64).fold(0i64, i64::wrapping_add)))),
+    ("add", |_, a| {
+        Ok(Value::Int(
+            a.iter().map(to_int64).fold(0i64, i64::wrapping_add),
+        ))
+    }),
     ("sub", |_, a| {
         arity(a, "sub", 2)?;
         Ok(Value::Int(to_int64(&a[0]).wrapping_sub(to_int64(&a[1]))))
     }),
     ("mul", |_, a| {
         at_least(a, "mul", 1)?;
-        Ok(Value::Int(a.iter().map(to_int64).fold(1i64, i64::wrapping_mul)))
+        Ok(Value::Int(
+            a.iter().map(to_int64).fold(1i64, i64::wrapping_mul),
+        ))
     }),
     ("div", |_, a| {
         arity(a, "div", 2)?;
@@ -273,12 +340,25 @@ const FUNCS: &[(&str, Func)] = &[
         arity(a, "empty", 1)?;
         Ok(Value::Bool(is_empty(&a[0])))
     }),
-    ("coalesce", |_, a| Ok(a.iter().find(|v| !is_empty(v)).cloned().unwrap_or(Value::Nil))),
-    ("all", |_, a| Ok(Value::Bool(a.iter().all(|v| !is_empty(v))))),
-    ("any", |_, a| Ok(Value::Bool(a.iter().any(|v| !is_empty(v))))),
+    ("coalesce", |_, a| {
+        Ok(a.iter()
+            .find(|v| !is_empty(v))
+            .cloned()
+            .unwrap_or(Value::Nil))
+    }),
+    ("all", |_, a| {
+        Ok(Value::Bool(a.iter().all(|v| !is_empty(v))))
+    }),
+    ("any", |_, a| {
+        Ok(Value::Bool(a.iter().any(|v| !is_empty(v))))
+    }),
     ("ternary", |_, a| {
         arity(a, "ternary", 3)?;
-        Ok(if boolean(&a[2])? { any(&a[0]) } else { any(&a[1]) })
+        Ok(if boolean(&a[2])? {
+            any(&a[0])
+        } else {
+            any(&a[1])
+        })
     }),
     ("fail", |_, a| {
         arity(a, "fail", 1)?;
@@ -307,21 +387,39 @@ const FUNCS: &[(&str, Func)] = &[
     // Sprig: encoding.
     ("b64enc", |_, a| {
         use base64::Engine;
-        str1(a, "b64enc", |s| base64::engine::general_purpose::STANDARD.encode(s.as_bytes()))
+        str1(a, "b64enc", |s| {
+            base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+        })
     }),
     ("b64dec", |_, a| {
         use base64::Engine;
-        str1(a, "b64dec", |s| match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) => base64_error(&e),
-        })
+        str1(
+            a,
+            "b64dec",
+            |s| match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => base64_error(&e),
+            },
+        )
     }),
-    ("toJson", |c, a| f_to_json(c, a, "toJson", json::Style::Compact, false)),
-    ("mustToJson", |c, a| f_to_json(c, a, "mustToJson", json::Style::Compact, true)),
-    ("toPrettyJson", |c, a| f_to_json(c, a, "toPrettyJson", json::Style::Pretty, false)),
-    ("mustToPrettyJson", |c, a| f_to_json(c, a, "mustToPrettyJson", json::Style::Pretty, true)),
-    ("toRawJson", |c, a| f_to_json(c, a, "toRawJson", json::Style::Raw, false)),
-    ("mustToRawJson", |c, a| f_to_json(c, a, "mustToRawJson", json::Style::Raw, true)),
+    ("toJson", |c, a| {
+        f_to_json(c, a, "toJson", json::Style::Compact, false)
+    }),
+    ("mustToJson", |c, a| {
+        f_to_json(c, a, "mustToJson", json::Style::Compact, true)
+    }),
+    ("toPrettyJson", |c, a| {
+        f_to_json(c, a, "toPrettyJson", json::Style::Pretty, false)
+    }),
+    ("mustToPrettyJson", |c, a| {
+        f_to_json(c, a, "mustToPrettyJson", json::Style::Pretty, true)
+    }),
+    ("toRawJson", |c, a| {
+        f_to_json(c, a, "toRawJson", json::Style::Raw, false)
+    }),
+    ("mustToRawJson", |c, a| {
+        f_to_json(c, a, "mustToRawJson", json::Style::Raw, true)
+    }),
     ("fromJson", |_, a| f_from_json(a, "fromJson", false)),
     ("mustFromJson", |_, a| f_from_json(a, "mustFromJson", true)),
     // Sprig: paths (slash-separated, Go's `path` package).
@@ -334,22 +432,82 @@ const FUNCS: &[(&str, Func)] = &[
         Ok(Value::Bool(s(&a[0])?.starts_with('/')))
     }),
     // Sprig: lists.
-    ("list", |_, a| Ok(Value::any_list(a.iter().map(any).collect()))),
-    ("tuple", |_, a| Ok(Value::any_list(a.iter().map(any).collect()))),
-    ("first", |_, a| list_op(a, "first", "Cannot find first on type", |l| Ok(l.first().cloned().unwrap_or(Value::Nil)))),
-    ("mustFirst", |_, a| list_op(a, "mustFirst", "Cannot find first on type", |l| Ok(l.first().cloned().unwrap_or(Value::Nil)))),
-    ("last", |_, a| list_op(a, "last", "Cannot find last on type", |l| Ok(l.last().cloned().unwrap_or(Value::Nil)))),
-    ("mustLast", |_, a| list_op(a, "mustLast", "Cannot find last on type", |l| Ok(l.last().cloned().unwrap_or(Value::Nil)))),
-    ("rest", |_, a| list_op(a, "rest", "Cannot find rest on type", |l| Ok(sub_list(l, 1, l.len())))),
-    ("mustRest", |_, a| list_op(a, "mustRest", "Cannot find rest on type", |l| Ok(sub_list(l, 1, l.len())))),
-    ("initial", |_, a| list_op(a, "initial", "Cannot find initial on type", |l| Ok(sub_list(l, 0, l.len().saturating_sub(1))))),
-    ("mustInitial", |_, a| list_op(a, "mustInitial", "Cannot find initial on type", |l| Ok(sub_list(l, 0, l.len().saturating_sub(1))))),
-    ("reverse", |_, a| list_op(a, "reverse", "Cannot find reverse on type", |l| Ok(Value::any_list(l.iter().rev().cloned().collect())))),
-    ("mustReverse", |_, a| list_op(a, "mustReverse", "Cannot find reverse on type", |l| Ok(Value::any_list(l.iter().rev().cloned().collect())))),
-    ("uniq", |_, a| list_op(a, "uniq", "Cannot find uniq on type", |l| Ok(uniq(l)))),
-    ("mustUniq", |_, a| list_op(a, "mustUniq", "Cannot find uniq on type", |l| Ok(uniq(l)))),
-    ("compact", |_, a| list_op(a, "compact", "Cannot compact on type", |l| Ok(Value::any_list(l.iter().filter(|v| !is_empty(v)).cloned().collect())))),
-    ("mustCompact", |_, a| list_op(a, "mustCompact", "Cannot compact on type", |l| Ok(Value::any_list(l.iter().filter(|v| !is_empty(v)).cloned().collect())))),
+    ("list", |_, a| {
+        Ok(Value::any_list(a.iter().map(any).collect()))
+    }),
+    ("tuple", |_, a| {
+        Ok(Value::any_list(a.iter().map(any).collect()))
+    }),
+    ("first", |_, a| {
+        list_op(a, "first", "Cannot find first on type", |l| {
+            Ok(l.first().cloned().unwrap_or(Value::Nil))
+        })
+    }),
+    ("mustFirst", |_, a| {
+        list_op(a, "mustFirst", "Cannot find first on type", |l| {
+            Ok(l.first().cloned().unwrap_or(Value::Nil))
+        })
+    }),
+    ("last", |_, a| {
+        list_op(a, "last", "Cannot find last on type", |l| {
+            Ok(l.last().cloned().unwrap_or(Value::Nil))
+        })
+    }),
+    ("mustLast", |_, a| {
+        list_op(a, "mustLast", "Cannot find last on type", |l| {
+            Ok(l.last().cloned().unwrap_or(Value::Nil))
+        })
+    }),
+    ("rest", |_, a| {
+        list_op(a, "rest", "Cannot find rest on type", |l| {
+            Ok(sub_list(l, 1, l.len()))
+        })
+    }),
+    ("mustRest", |_, a| {
+        list_op(a, "mustRest", "Cannot find rest on type", |l| {
+            Ok(sub_list(l, 1, l.len()))
+        })
+    }),
+    ("initial", |_, a| {
+        list_op(a, "initial", "Cannot find initial on type", |l| {
+            Ok(sub_list(l, 0, l.len().saturating_sub(1)))
+        })
+    }),
+    ("mustInitial", |_, a| {
+        list_op(a, "mustInitial", "Cannot find initial on type", |l| {
+            Ok(sub_list(l, 0, l.len().saturating_sub(1)))
+        })
+    }),
+    ("reverse", |_, a| {
+        list_op(a, "reverse", "Cannot find reverse on type", |l| {
+            Ok(Value::any_list(l.iter().rev().cloned().collect()))
+        })
+    }),
+    ("mustReverse", |_, a| {
+        list_op(a, "mustReverse", "Cannot find reverse on type", |l| {
+            Ok(Value::any_list(l.iter().rev().cloned().collect()))
+        })
+    }),
+    ("uniq", |_, a| {
+        list_op(a, "uniq", "Cannot find uniq on type", |l| Ok(uniq(l)))
+    }),
+    ("mustUniq", |_, a| {
+        list_op(a, "mustUniq", "Cannot find uniq on type", |l| Ok(uniq(l)))
+    }),
+    ("compact", |_, a| {
+        list_op(a, "compact", "Cannot compact on type", |l| {
+            Ok(Value::any_list(
+                l.iter().filter(|v| !is_empty(v)).cloned().collect(),
+            ))
+        })
+    }),
+    ("mustCompact", |_, a| {
+        list_op(a, "mustCompact", "Cannot compact on type", |l| {
+            Ok(Value::any_list(
+                l.iter().filter(|v| !is_empty(v)).cloned().collect(),
+            ))
+        })
+    }),
     ("append", f_append),
     ("push", f_append),
     ("mustAppend", f_append),
@@ -370,7 +528,9 @@ const FUNCS: &[(&str, Func)] = &[
     ("get", |_, a| {
         arity(a, "get", 2)?;
         let d = dict_arg(&a[0])?;
-        Ok(d.get(&Value::Str(s(&a[1])?)).cloned().unwrap_or_else(|| Value::str("")))
+        Ok(d.get(&Value::Str(s(&a[1])?))
+            .cloned()
+            .unwrap_or_else(|| Value::str("")))
     }),
     ("hasKey", |_, a| {
         arity(a, "hasKey", 2)?;
@@ -381,26 +541,48 @@ const FUNCS: &[(&str, Func)] = &[
     ("values", |_, a| {
         arity(a, "values", 1)?;
         let d = dict_arg(&a[0])?;
-        Ok(Value::any_list(d.entries().iter().map(|(_, v)| v.clone()).collect()))
+        Ok(Value::any_list(
+            d.entries().iter().map(|(_, v)| v.clone()).collect(),
+        ))
     }),
     ("pluck", f_pluck),
     ("pick", |_, a| f_pick(a, "pick", true)),
     ("omit", |_, a| f_pick(a, "omit", false)),
     ("dig", f_dig),
     // Sprig: regular expressions.
-    ("regexMatch", |c, a| f_regex_match(c, a, "regexMatch", false)),
-    ("mustRegexMatch", |c, a| f_regex_match(c, a, "mustRegexMatch", true)),
+    ("regexMatch", |c, a| {
+        f_regex_match(c, a, "regexMatch", false)
+    }),
+    ("mustRegexMatch", |c, a| {
+        f_regex_match(c, a, "mustRegexMatch", true)
+    }),
     ("regexFind", |c, a| f_regex_find(c, a, "regexFind")),
     ("mustRegexFind", |c, a| f_regex_find(c, a, "mustRegexFind")),
-    ("regexFindAll", |c, a| f_regex_find_all(c, a, "regexFindAll")),
-    ("mustRegexFindAll", |c, a| f_regex_find_all(c, a, "mustRegexFindAll")),
-    ("regexReplaceAll", |c, a| f_regex_replace(c, a, "regexReplaceAll", false)),
-    ("mustRegexReplaceAll", |c, a| f_regex_replace(c, a, "mustRegexReplaceAll", false)),
-    ("regexReplaceAllLiteral", |c, a| f_regex_replace(c, a, "regexReplaceAllLiteral", true)),
-    ("mustRegexReplaceAllLiteral", |c, a| f_regex_replace(c, a, "mustRegexReplaceAllLiteral", true)),
+    ("regexFindAll", |c, a| {
+        f_regex_find_all(c, a, "regexFindAll")
+    }),
+    ("mustRegexFindAll", |c, a| {
+        f_regex_find_all(c, a, "mustRegexFindAll")
+    }),
+    ("regexReplaceAll", |c, a| {
+        f_regex_replace(c, a, "regexReplaceAll", false)
+    }),
+    ("mustRegexReplaceAll", |c, a| {
+        f_regex_replace(c, a, "mustRegexReplaceAll", false)
+    }),
+    ("regexReplaceAllLiteral", |c, a| {
+        f_regex_replace(c, a, "regexReplaceAllLiteral", true)
+    }),
+    ("mustRegexReplaceAllLiteral", |c, a| {
+        f_regex_replace(c, a, "mustRegexReplaceAllLiteral", true)
+    }),
     ("regexSplit", |c, a| f_regex_split(c, a, "regexSplit")),
-    ("mustRegexSplit", |c, a| f_regex_split(c, a, "mustRegexSplit")),
-    ("regexQuoteMeta", |_, a| str1(a, "regexQuoteMeta", regex::escape)),
+    ("mustRegexSplit", |c, a| {
+        f_regex_split(c, a, "mustRegexSplit")
+    }),
+    ("regexQuoteMeta", |_, a| {
+        str1(a, "regexQuoteMeta", regex::escape)
+    }),
 ];
 
 /// The names of all functions templates may call, sorted.
@@ -433,7 +615,10 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, f: Func, args: &[Value]) -> FResult {
         _ => {}
     }
     if v.depth() > MAX_VALUE_DEPTH {
-        return Err(FuncError::Budget(BudgetKind::Depth, format!("value nested more than {MAX_VALUE_DEPTH} levels deep")));
+        return Err(FuncError::Budget(
+            BudgetKind::Depth,
+            format!("value nested more than {MAX_VALUE_DEPTH} levels deep"),
+        ));
     }
     Ok(v)
 }
@@ -486,7 +671,10 @@ fn index_arg(i: &Value, len: usize) -> Result<usize, FuncError> {
             Ok(*x as usize)
         }
         Value::Missing | Value::Nil => Err(call_err("cannot index slice/array with nil")),
-        v => Err(call_err(format!("cannot index slice/array with type {}", v.type_name()))),
+        v => Err(call_err(format!(
+            "cannot index slice/array with type {}",
+            v.type_name()
+        ))),
     }
 }
 
@@ -507,34 +695,52 @@ fn f_index(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
                         return Err(call_err("value is nil; should be of type string"));
                     }
                     Value::Str(_) if !key_is_str && !m.is_empty() => {
-                        return Err(call_err(format!("value has type string; should be {}", key_type(&m.type_name))));
+                        return Err(call_err(format!(
+                            "value has type string; should be {}",
+                            key_type(&m.type_name)
+                        )));
                     }
                     Value::Int(_) | Value::Float(_) | Value::Bool(_) if key_is_str => {
-                        return Err(call_err(format!("value has type {}; should be string", i.type_name())));
+                        return Err(call_err(format!(
+                            "value has type {}; should be string",
+                            i.type_name()
+                        )));
                     }
                     _ => {}
                 }
                 m.get(i).cloned().unwrap_or_else(|| m.zero.clone())
             }
             Value::Missing | Value::Nil => return Err(call_err("index of nil pointer")),
-            v => return Err(call_err(format!("can't index item of type {}", v.type_name()))),
+            v => {
+                return Err(call_err(format!(
+                    "can't index item of type {}",
+                    v.type_name()
+                )));
+            }
         };
     }
     Ok(item)
 }
 
 fn key_type(map_type: &str) -> &str {
-    map_type.strip_prefix("map[").and_then(|r| r.split(']').next()).unwrap_or(map_type)
+    map_type
+        .strip_prefix("map[")
+        .and_then(|r| r.split(']').next())
+        .unwrap_or(map_type)
 }
 
 fn f_print(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     let args: Vec<Value> = a.iter().map(any).collect();
-    gofmt::sprint(&args, c.limits.max_output).map(Value::str).ok_or_else(|| too_big(c))
+    gofmt::sprint(&args, c.limits.max_output)
+        .map(Value::str)
+        .ok_or_else(|| too_big(c))
 }
 
 fn f_println(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     let args: Vec<Value> = a.iter().map(any).collect();
-    gofmt::sprintln(&args, c.limits.max_output).map(Value::str).ok_or_else(|| too_big(c))
+    gofmt::sprintln(&args, c.limits.max_output)
+        .map(Value::str)
+        .ok_or_else(|| too_big(c))
 }
 
 fn f_printf(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
@@ -547,7 +753,10 @@ fn f_printf(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
 }
 
 fn too_big(c: &Ctx<'_>) -> FuncError {
-    FuncError::Budget(BudgetKind::Output, format!("value exceeds the budget of {} bytes", c.limits.max_output))
+    FuncError::Budget(
+        BudgetKind::Output,
+        format!("value exceeds the budget of {} bytes", c.limits.max_output),
+    )
 }
 
 #[derive(PartialEq)]
@@ -580,7 +789,10 @@ fn eq_values(a: &[Value]) -> Result<bool, FuncError> {
     for b in &a[1..] {
         let k2 = basic(b);
         let truth = if k1 != k2 {
-            if k1 != Basic::Invalid && k2 != Basic::Invalid && !(k1 == Basic::Other && k2 == Basic::Other) {
+            if k1 != Basic::Invalid
+                && k2 != Basic::Invalid
+                && !(k1 == Basic::Other && k2 == Basic::Other)
+            {
                 return Err(call_err("incompatible types for comparison"));
             }
             if k1 == Basic::Other && k2 == Basic::Other {
@@ -607,7 +819,13 @@ fn unreachable_other(a: &Value, b: &Value) -> Result<bool, FuncError> {
     match (a, b) {
         (Value::Nil, Value::Nil) => Ok(true),
         (Value::Nil, _) | (_, Value::Nil) => Ok(false),
-        _ => go_equal(a, b).ok_or_else(|| call_err(format!("non-comparable type {}: {}", gofmt::sprint_v(b), b.type_name()))),
+        _ => go_equal(a, b).ok_or_else(|| {
+            call_err(format!(
+                "non-comparable type {}: {}",
+                gofmt::sprint_v(b),
+                b.type_name()
+            ))
+        }),
     }
 }
 
@@ -623,7 +841,9 @@ fn f_ne(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 
 fn less(a: &Value, b: &Value) -> Result<bool, FuncError> {
     let (k1, k2) = (basic(a), basic(b));
-    if matches!(k1, Basic::Invalid | Basic::Bool | Basic::Other) || matches!(k2, Basic::Invalid | Basic::Bool | Basic::Other) {
+    if matches!(k1, Basic::Invalid | Basic::Bool | Basic::Other)
+        || matches!(k2, Basic::Invalid | Basic::Bool | Basic::Other)
+    {
         return Err(call_err("invalid type for comparison"));
     }
     if k1 != k2 {
@@ -688,7 +908,9 @@ fn f_js(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
             '&' => out.push_str("\\u0026"),
             '=' => out.push_str("\\u003D"),
             c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c if (c as u32) >= 0x80 && c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) >= 0x80 && c.is_control() => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -700,7 +922,9 @@ fn f_urlquery(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             b => out.push_str(&format!("%{b:02X}")),
         }
@@ -711,7 +935,11 @@ fn f_urlquery(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
 fn f_call(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     at_least(a, "call", 1)?;
     // Template data here never holds functions, so Go's `call` always fails the same way.
-    Err(call_err(format!("non-function {} of type {}", gofmt::sprint_v(&any(&a[0])), any(&a[0]).type_name())))
+    Err(call_err(format!(
+        "non-function {} of type {}",
+        gofmt::sprint_v(&any(&a[0])),
+        any(&a[0]).type_name()
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,7 +1015,9 @@ fn f_substr(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
         (start, end)
     };
     if from < 0 || to < from || to > len || from > len {
-        return Err(call_err(format!("runtime error: slice bounds out of range [{from}:{to}]")));
+        return Err(call_err(format!(
+            "runtime error: slice bounds out of range [{from}:{to}]"
+        )));
     }
     Ok(Value::str(byte_slice(&src, from as usize, to as usize)))
 }
@@ -811,21 +1041,38 @@ fn f_abbrev(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     if w < 4 || src.len() as i64 <= w {
         return Ok(Value::Str(src));
     }
-    Ok(Value::str(format!("{}...", byte_slice(&src, 0, (w - 3) as usize))))
+    Ok(Value::str(format!(
+        "{}...",
+        byte_slice(&src, 0, (w - 3) as usize)
+    )))
 }
 
 fn f_quote(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
-    let parts: Vec<String> = a.iter().map(any).filter(|v| !matches!(v, Value::Nil)).map(|v| gofmt::quote(&strval(&v))).collect();
+    let parts: Vec<String> = a
+        .iter()
+        .map(any)
+        .filter(|v| !matches!(v, Value::Nil))
+        .map(|v| gofmt::quote(&strval(&v)))
+        .collect();
     Ok(Value::str(parts.join(" ")))
 }
 
 fn f_squote(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
-    let parts: Vec<String> = a.iter().map(any).filter(|v| !matches!(v, Value::Nil)).map(|v| format!("'{}'", strval(&v))).collect();
+    let parts: Vec<String> = a
+        .iter()
+        .map(any)
+        .filter(|v| !matches!(v, Value::Nil))
+        .map(|v| format!("'{}'", strval(&v)))
+        .collect();
     Ok(Value::str(parts.join(" ")))
 }
 
 fn f_cat(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
-    let parts: Vec<Value> = a.iter().map(any).filter(|v| !matches!(v, Value::Nil)).collect();
+    let parts: Vec<Value> = a
+        .iter()
+        .map(any)
+        .filter(|v| !matches!(v, Value::Nil))
+        .collect();
     let mut out = String::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -858,7 +1105,11 @@ fn f_nindent(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
 fn f_replace(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "replace", 3)?;
     let (old, new, src) = (s(&a[0])?, s(&a[1])?, s(&a[2])?);
-    let count = if old.is_empty() { src.chars().count() + 1 } else { src.matches(&*old).count() };
+    let count = if old.is_empty() {
+        src.chars().count() + 1
+    } else {
+        src.matches(&*old).count()
+    };
     c.check_size(src.len().saturating_add(count.saturating_mul(new.len())))?;
     if old.is_empty() {
         // Go inserts `new` before every rune and at the end.
@@ -883,14 +1134,21 @@ fn f_to_string(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "toString", 1)?;
     match &a[0] {
         Value::Str(s) => Ok(Value::Str(s.clone())),
-        v => gofmt::sprint_v_bounded(&any(v), c.limits.max_output).map(Value::str).ok_or_else(|| too_big(c)),
+        v => gofmt::sprint_v_bounded(&any(v), c.limits.max_output)
+            .map(Value::str)
+            .ok_or_else(|| too_big(c)),
     }
 }
 
 /// Sprig's `strslice`: the elements of a slice as strings (nil elements dropped), or the value itself.
 fn strslice(v: &Value) -> Vec<String> {
     match v {
-        Value::List(l) => l.items.iter().filter(|i| !matches!(i, Value::Nil | Value::Missing)).map(strval).collect(),
+        Value::List(l) => l
+            .items
+            .iter()
+            .filter(|i| !matches!(i, Value::Nil | Value::Missing))
+            .map(strval)
+            .collect(),
         Value::Missing | Value::Nil => Vec::new(),
         v => vec![strval(v)],
     }
@@ -902,7 +1160,11 @@ fn f_to_strings(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 }
 
 fn numbered(parts: Vec<&str>) -> Value {
-    let e = parts.into_iter().enumerate().map(|(i, p)| (Value::str(format!("_{i}")), Value::str(p))).collect();
+    let e = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (Value::str(format!("_{i}")), Value::str(p)))
+        .collect();
     Value::map("map[string]string", Value::str(""), e)
 }
 
@@ -915,14 +1177,26 @@ fn go_split<'s>(src: &'s str, sep: &str, n: i64) -> Vec<&'s str> {
         let mut idx: Vec<usize> = src.char_indices().map(|(i, _)| i).collect();
         idx.push(src.len());
         let total = idx.len() - 1;
-        let limit = if n < 0 { total } else { (n as usize).min(total) };
+        let limit = if n < 0 {
+            total
+        } else {
+            (n as usize).min(total)
+        };
         for k in 0..limit {
-            let end = if k + 1 == limit && limit < total { src.len() } else { idx[k + 1] };
+            let end = if k + 1 == limit && limit < total {
+                src.len()
+            } else {
+                idx[k + 1]
+            };
             v.push(&src[idx[k]..end]);
         }
         return v;
     }
-    if n < 0 { src.split(sep).collect() } else { src.splitn(n as usize, sep).collect() }
+    if n < 0 {
+        src.split(sep).collect()
+    } else {
+        src.splitn(n as usize, sep).collect()
+    }
 }
 
 fn f_split(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
@@ -940,14 +1214,23 @@ fn f_splitn(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 fn f_split_list(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "splitList", 2)?;
     let (sep, src) = (s(&a[0])?, s(&a[1])?);
-    Ok(str_list(go_split(&src, &sep, -1).into_iter().map(String::from).collect()))
+    Ok(str_list(
+        go_split(&src, &sep, -1)
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    ))
 }
 
 fn f_join(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "join", 2)?;
     let sep = s(&a[0])?;
     let parts = strslice(&a[1]);
-    let size = parts.iter().map(String::len).sum::<usize>().saturating_add(sep.len().saturating_mul(parts.len()));
+    let size = parts
+        .iter()
+        .map(String::len)
+        .sum::<usize>()
+        .saturating_add(sep.len().saturating_mul(parts.len()));
     c.check_size(size)?;
     Ok(Value::str(parts.join(&sep)))
 }
@@ -1013,7 +1296,10 @@ fn f_min(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 fn f_round(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     at_least(a, "round", 2)?;
     if a.len() > 3 {
-        return Err(FuncError::Arg(format!("wrong number of args for round: want at most 3 got {}", a.len())));
+        return Err(FuncError::Arg(format!(
+            "wrong number of args for round: want at most 3 got {}",
+            a.len()
+        )));
     }
     let val = to_float64(&a[0]);
     let places = int(&a[1])? as f64;
@@ -1026,13 +1312,21 @@ fn f_round(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     let pow = 10f64.powf(places);
     let digit = pow * val;
     let frac = digit.fract();
-    let r = if frac >= round_on { digit.ceil() } else { digit.floor() };
+    let r = if frac >= round_on {
+        digit.ceil()
+    } else {
+        digit.floor()
+    };
     Ok(Value::Float(r / pow))
 }
 
 fn until_step(c: &Ctx<'_>, start: i64, stop: i64, step: i64) -> Result<Vec<i64>, FuncError> {
     let count = if stop < start {
-        if step >= 0 { 0 } else { ((start - stop - 1) / -step + 1) as u64 }
+        if step >= 0 {
+            0
+        } else {
+            ((start - stop - 1) / -step + 1) as u64
+        }
     } else if step <= 0 || stop == start {
         0
     } else {
@@ -1113,12 +1407,17 @@ fn f_default(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 fn deep_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::List(x), Value::List(y)) => {
-            x.type_name == y.type_name && x.items.len() == y.items.len() && x.items.iter().zip(&y.items).all(|(p, q)| deep_equal(p, q))
+            x.type_name == y.type_name
+                && x.items.len() == y.items.len()
+                && x.items.iter().zip(&y.items).all(|(p, q)| deep_equal(p, q))
         }
         (Value::Map(x), Value::Map(y)) => {
             x.type_name == y.type_name
                 && x.len() == y.len()
-                && x.entries().iter().zip(y.entries()).all(|((k1, v1), (k2, v2))| deep_equal(k1, k2) && deep_equal(v1, v2))
+                && x.entries()
+                    .iter()
+                    .zip(y.entries())
+                    .all(|((k1, v1), (k2, v2))| deep_equal(k1, k2) && deep_equal(v1, v2))
         }
         _ => a.type_name() == b.type_name() && go_equal(a, b).unwrap_or(false),
     }
@@ -1293,7 +1592,12 @@ fn f_concat(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
                 c.check_size(items.len() + l.items.len())?;
                 items.extend(l.items.iter().cloned());
             }
-            v => return Err(call_err(format!("Cannot concat type {} as list", kind_name(v)))),
+            v => {
+                return Err(call_err(format!(
+                    "Cannot concat type {} as list",
+                    kind_name(v)
+                )));
+            }
         }
     }
     Ok(Value::any_list(items))
@@ -1304,9 +1608,18 @@ fn f_without(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     match &a[0] {
         Value::List(l) => {
             let omit: Vec<Value> = a[1..].iter().map(any).collect();
-            Ok(Value::any_list(l.items.iter().filter(|v| !omit.iter().any(|o| deep_equal(o, v))).cloned().collect()))
+            Ok(Value::any_list(
+                l.items
+                    .iter()
+                    .filter(|v| !omit.iter().any(|o| deep_equal(o, v)))
+                    .cloned()
+                    .collect(),
+            ))
         }
-        v => Err(call_err(format!("Cannot find without on type {}", kind_name(v)))),
+        v => Err(call_err(format!(
+            "Cannot find without on type {}",
+            kind_name(v)
+        ))),
     }
 }
 
@@ -1316,14 +1629,20 @@ fn f_has(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     match &a[1] {
         Value::List(l) => Ok(Value::Bool(l.items.iter().any(|v| deep_equal(v, &needle)))),
         Value::Missing | Value::Nil => Ok(Value::Bool(false)),
-        v => Err(call_err(format!("Cannot find has on type {}", kind_name(v)))),
+        v => Err(call_err(format!(
+            "Cannot find has on type {}",
+            kind_name(v)
+        ))),
     }
 }
 
 fn f_slice(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     at_least(a, "slice", 1)?;
     let Value::List(l) = &a[0] else {
-        return Err(call_err(format!("list should be type of slice or array but {}", kind_name(&a[0]))));
+        return Err(call_err(format!(
+            "list should be type of slice or array but {}",
+            kind_name(&a[0])
+        )));
     };
     let len = l.items.len() as i64;
     let idx: Vec<i64> = a[1..].iter().map(to_int64).collect();
@@ -1333,9 +1652,13 @@ fn f_slice(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
         [f, t, ..] => (*f, *t),
     };
     if from < 0 || to < from || to > len {
-        return Err(call_err(format!("runtime error: slice bounds out of range [{from}:{to}]")));
+        return Err(call_err(format!(
+            "runtime error: slice bounds out of range [{from}:{to}]"
+        )));
     }
-    Ok(Value::any_list(l.items[from as usize..to as usize].to_vec()))
+    Ok(Value::any_list(
+        l.items[from as usize..to as usize].to_vec(),
+    ))
 }
 
 fn f_chunk(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
@@ -1347,7 +1670,13 @@ fn f_chunk(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     if size <= 0 {
         return Err(call_err("runtime error: integer divide by zero"));
     }
-    Ok(Value::list("[][]interface {}", l.items.chunks(size as usize).map(|c| Value::any_list(c.to_vec())).collect()))
+    Ok(Value::list(
+        "[][]interface {}",
+        l.items
+            .chunks(size as usize)
+            .map(|c| Value::any_list(c.to_vec()))
+            .collect(),
+    ))
 }
 
 // Dicts.
@@ -1407,7 +1736,14 @@ fn f_dig(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
         match cur.get(&Value::Str(k.clone())) {
             None => return Ok(default),
             Some(v) if i + 1 == keys.len() => return Ok(v.clone()),
-            Some(v) => cur = dict_arg(v).map_err(|_| call_err(format!("interface conversion: interface {{}} is {}, not map[string]interface {{}}", v.type_name())))?,
+            Some(v) => {
+                cur = dict_arg(v).map_err(|_| {
+                    call_err(format!(
+                        "interface conversion: interface {{}} is {}, not map[string]interface {{}}",
+                        v.type_name()
+                    ))
+                })?
+            }
         }
     }
     Ok(default)
@@ -1416,7 +1752,10 @@ fn f_dig(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 // Regular expressions (Go's RE2 syntax and Rust's `regex` agree on the common subset).
 
 fn compile(re: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(re).size_limit(1 << 20).build().map_err(|e| format!("error parsing regexp: {e}"))
+    regex::RegexBuilder::new(re)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("error parsing regexp: {e}"))
 }
 
 fn f_regex_match(_: &mut Ctx<'_>, a: &[Value], name: &str, must: bool) -> FResult {
@@ -1441,7 +1780,12 @@ fn f_regex_find_all(_: &mut Ctx<'_>, a: &[Value], name: &str) -> FResult {
     let (re, src, n) = (s(&a[0])?, s(&a[1])?, int(&a[2])?);
     let r = compile(&re).map_err(call_err)?;
     let limit = if n < 0 { usize::MAX } else { n as usize };
-    Ok(str_list(r.find_iter(&src).take(limit).map(|m| m.as_str().to_string()).collect()))
+    Ok(str_list(
+        r.find_iter(&src)
+            .take(limit)
+            .map(|m| m.as_str().to_string())
+            .collect(),
+    ))
 }
 
 fn f_regex_replace(c: &mut Ctx<'_>, a: &[Value], name: &str, literal: bool) -> FResult {

@@ -110,7 +110,9 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
             }
         }
         if fl.width.unwrap_or(0) > max_width || fl.prec.unwrap_or(0) > max_width {
-            return Err(format!("width or precision larger than the output budget ({max_width})"));
+            return Err(format!(
+                "width or precision larger than the output budget ({max_width})"
+            ));
         }
         if fl.minus {
             fl.zero = false;
@@ -134,7 +136,9 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
         }
         fmt_value(&mut out, arg, verb, &fl, limit);
         if out.len() > limit {
-            return Err(format!("result larger than the output budget ({limit} bytes)"));
+            return Err(format!(
+                "result larger than the output budget ({limit} bytes)"
+            ));
         }
     }
     if argi < args.len() {
@@ -149,7 +153,9 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
         }
         out.push(')');
         if out.len() > limit {
-            return Err(format!("result larger than the output budget ({limit} bytes)"));
+            return Err(format!(
+                "result larger than the output budget ({limit} bytes)"
+            ));
         }
     }
     Ok(out)
@@ -310,12 +316,18 @@ fn fmt_int(out: &mut String, i: i64, verb: char, fl: &Flags, v: &Value) {
         'x' => format!("{u:x}"),
         'X' => format!("{u:X}"),
         'c' => {
-            let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
+            let c = u32::try_from(i)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
             pad(out, &c.to_string(), fl);
             return;
         }
         'q' => {
-            let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
+            let c = u32::try_from(i)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
             pad(out, &quote_rune(c), fl);
             return;
         }
@@ -408,13 +420,21 @@ fn go_exp(f: f64, prec: usize, e: char) -> String {
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let x: i32 = exp.parse().unwrap_or(0);
     let a = x.unsigned_abs();
-    format!("{mant}{e}{}{}{a}", if x < 0 { '-' } else { '+' }, if a < 10 { "0" } else { "" })
+    format!(
+        "{mant}{e}{}{}{a}",
+        if x < 0 { '-' } else { '+' },
+        if a < 10 { "0" } else { "" }
+    )
 }
 
 fn trim_frac_zeros(s: &str) -> String {
     if let Some((m, e)) = s.split_once(['e', 'E']) {
         let sep = if s.contains('e') { 'e' } else { 'E' };
-        let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
+        let m = if m.contains('.') {
+            m.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            m
+        };
         format!("{m}{sep}{e}")
     } else if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -433,7 +453,11 @@ fn go_g(f: f64, prec: Option<usize>, e: char) -> String {
             }
             let (d, x) = shortest_digits(a);
             // Go switches to exponent form below 1e-4 and from 1e+06 on for the shortest form.
-            if !(-4..6).contains(&x) { exp_form(&d, x, e) } else { fixed_form(&d, x) }
+            if !(-4..6).contains(&x) {
+                exp_form(&d, x, e)
+            } else {
+                fixed_form(&d, x)
+            }
         }
         Some(p) => {
             let p = p.max(1);
@@ -441,7 +465,10 @@ fn go_g(f: f64, prec: Option<usize>, e: char) -> String {
                 return "0".into();
             }
             let es = format!("{a:.prec$e}", prec = p - 1);
-            let x: i32 = es.split_once('e').and_then(|(_, x)| x.parse().ok()).unwrap_or(0);
+            let x: i32 = es
+                .split_once('e')
+                .and_then(|(_, x)| x.parse().ok())
+                .unwrap_or(0);
             if x < -4 || x >= p as i32 {
                 trim_frac_zeros(&go_exp(a, p - 1, e))
             } else {
@@ -586,23 +613,58 @@ mod tests {
         assert_eq!(sprint_v(&Value::Float(0.0001)), "0.0001");
         assert_eq!(sprint_v(&Value::Float(0.00001)), "1e-05");
         assert_eq!(sprint_v(&Value::Float(-2.0)), "-2");
-        assert_eq!(f("%.2f|%e|%g|%.3g", &[Value::Float(5.55555), Value::Float(1234.5), Value::Float(1e-7), Value::Float(1234.5)]), "5.56|1.234500e+03|1e-07|1.23e+03");
+        assert_eq!(
+            f(
+                "%.2f|%e|%g|%.3g",
+                &[
+                    Value::Float(5.55555),
+                    Value::Float(1234.5),
+                    Value::Float(1e-7),
+                    Value::Float(1234.5)
+                ]
+            ),
+            "5.56|1.234500e+03|1e-07|1.23e+03"
+        );
     }
 
     #[test]
     fn verbs_and_errors_like_go() {
-        assert_eq!(f("%5d|%-5d|%05d|%x|%X|%o|%b|%+d", &[5.into(), 5.into(), (-5).into(), 255.into(), 255.into(), 8.into(), 5.into(), 3.into()]), "    5|5    |-0005|ff|FF|10|101|+3");
+        assert_eq!(
+            f(
+                "%5d|%-5d|%05d|%x|%X|%o|%b|%+d",
+                &[
+                    5.into(),
+                    5.into(),
+                    (-5).into(),
+                    255.into(),
+                    255.into(),
+                    8.into(),
+                    5.into(),
+                    3.into()
+                ]
+            ),
+            "    5|5    |-0005|ff|FF|10|101|+3"
+        );
         assert_eq!(f("%s %d", &["a".into(), "b".into()]), "a %!d(string=b)");
         assert_eq!(f("%d", &[]), "%!d(MISSING)");
         assert_eq!(f("x", &[1.into()]), "x%!(EXTRA int=1)");
-        assert_eq!(f("%q|%v|%t|%%|%c", &["a\"b\n".into(), Value::Nil, true.into(), 65.into()]), "\"a\\\"b\\n\"|<nil>|true|%|A");
+        assert_eq!(
+            f(
+                "%q|%v|%t|%%|%c",
+                &["a\"b\n".into(), Value::Nil, true.into(), 65.into()]
+            ),
+            "\"a\\\"b\\n\"|<nil>|true|%|A"
+        );
         assert_eq!(f("%T %T", &["a".into(), 1.into()]), "string int");
         assert!(sprintf("%999999999d", &[1.into()], 1000).is_err());
     }
 
     #[test]
     fn sprint_spacing() {
-        assert_eq!(sprint(&[1.into(), 2.into(), "a".into(), 3.into()], 100).unwrap(), "1 2a3");
+        assert_eq!(
+            sprint(&[1.into(), 2.into(), "a".into(), 3.into()], 100).unwrap(),
+            "1 2a3"
+        );
         assert_eq!(sprintln(&["a".into(), 1.into()], 100).unwrap(), "a 1\n");
         assert_eq!(sprint(&["abcdef".into()], 3), None);
     }

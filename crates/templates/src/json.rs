@@ -29,14 +29,22 @@ struct Enc {
 
 /// Encodes a value; maps with non-string keys are refused like Go does.
 pub(crate) fn encode(v: &Value, style: Style, limit: usize) -> Result<String, EncodeError> {
-    let mut e = Enc { out: String::new(), style, limit };
+    let mut e = Enc {
+        out: String::new(),
+        style,
+        limit,
+    };
     e.value(v, 0)?;
     Ok(e.out)
 }
 
 impl Enc {
     fn check(&self) -> Result<(), EncodeError> {
-        if self.out.len() > self.limit { Err(EncodeError::TooBig) } else { Ok(()) }
+        if self.out.len() > self.limit {
+            Err(EncodeError::TooBig)
+        } else {
+            Ok(())
+        }
     }
 
     fn newline(&mut self, depth: usize) {
@@ -84,7 +92,10 @@ impl Enc {
             Value::Int(i) => self.out.push_str(&i.to_string()),
             Value::Float(f) => {
                 if !f.is_finite() {
-                    return Err(EncodeError::Unsupported(format!("json: unsupported value: {}", crate::gofmt::sprint_v(v))));
+                    return Err(EncodeError::Unsupported(format!(
+                        "json: unsupported value: {}",
+                        crate::gofmt::sprint_v(v)
+                    )));
                 }
                 self.out.push_str(&go_json_float(*f));
             }
@@ -111,7 +122,12 @@ impl Enc {
                     let key = match k {
                         Value::Str(s) => s.to_string(),
                         Value::Int(i) => i.to_string(),
-                        _ => return Err(EncodeError::Unsupported(format!("json: unsupported type: {}", m.type_name))),
+                        _ => {
+                            return Err(EncodeError::Unsupported(format!(
+                                "json: unsupported type: {}",
+                                m.type_name
+                            )));
+                        }
                     };
                     keyed.push((key, val));
                 }
@@ -153,7 +169,9 @@ fn collect_fields<'a>(s: &'a crate::value::Struct, out: &mut Vec<(String, &'a Va
     for f in &s.fields {
         match (f.kind, &f.value) {
             (FieldKind::Method, _) => {}
-            (FieldKind::Embedded, Value::Struct(inner)) if f.json.is_none() => collect_fields(inner, out),
+            (FieldKind::Embedded, Value::Struct(inner)) if f.json.is_none() => {
+                collect_fields(inner, out)
+            }
             _ => {
                 if f.omitempty && is_empty_json(&f.value) {
                     continue;
@@ -201,7 +219,10 @@ pub(crate) fn decode_object(src: &str) -> Result<Value, String> {
     let v: serde_json::Value = serde_json::from_str(src).map_err(|e| e.to_string())?;
     match v {
         serde_json::Value::Object(_) => Ok(from_serde(&v, 0)?),
-        other => Err(format!("json: cannot unmarshal {} into Go value of type map[string]interface {{}}", kind(&other))),
+        other => Err(format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            kind(&other)
+        )),
     }
 }
 
@@ -225,9 +246,15 @@ fn from_serde(v: &serde_json::Value, depth: usize) -> Result<Value, String> {
         serde_json::Value::Bool(b) => Value::Bool(*b),
         serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Value::str(s.as_str()),
-        serde_json::Value::Array(a) => Value::any_list(a.iter().map(|x| from_serde(x, depth + 1)).collect::<Result<_, _>>()?),
+        serde_json::Value::Array(a) => Value::any_list(
+            a.iter()
+                .map(|x| from_serde(x, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
         serde_json::Value::Object(o) => Value::dict(
-            o.iter().map(|(k, x)| Ok((Value::str(k.as_str()), from_serde(x, depth + 1)?))).collect::<Result<_, String>>()?,
+            o.iter()
+                .map(|(k, x)| Ok((Value::str(k.as_str()), from_serde(x, depth + 1)?)))
+                .collect::<Result<_, String>>()?,
         ),
     })
 }

@@ -124,7 +124,9 @@ mod value;
 
 use std::sync::Arc;
 
-pub use model::{Change, FileChanges, NamespacedName, ObjectChanges, ObjectId, PolicyImage, TemplateInput};
+pub use model::{
+    Change, FileChanges, NamespacedName, ObjectChanges, ObjectId, PolicyImage, TemplateInput,
+};
 pub use parse::ParseError;
 pub use value::{Field, FieldKind, List, Map, Struct, Value};
 
@@ -148,7 +150,11 @@ pub struct Limits {
 impl Default for Limits {
     /// One million steps, 1 MiB of output, 100 nested template calls.
     fn default() -> Self {
-        Limits { max_steps: 1_000_000, max_output: 1 << 20, max_depth: 100 }
+        Limits {
+            max_steps: 1_000_000,
+            max_output: 1 << 20,
+            max_depth: 100,
+        }
     }
 }
 
@@ -223,7 +229,11 @@ impl Template {
     /// Parses `text` under `name` (Flux uses [`COMMIT_TEMPLATE_NAME`]).
     pub fn parse(name: &str, text: &str) -> Result<Template, ParseError> {
         let tree = parse::parse(name, text, &|f| funcs::lookup(f).is_some())?;
-        Ok(Template { name: name.to_string(), text: text.into(), tree: Arc::new(tree) })
+        Ok(Template {
+            name: name.to_string(),
+            text: text.into(),
+            tree: Arc::new(tree),
+        })
     }
 
     /// The name the template was parsed under.
@@ -244,7 +254,11 @@ pub fn function_names() -> Vec<&'static str> {
 
 /// Renders a commit message as Flux does: an empty template gives [`DEFAULT_COMMIT_MESSAGE`],
 /// otherwise the template named [`COMMIT_TEMPLATE_NAME`] is executed against `input`.
-pub fn render_commit_message(template: &str, input: &TemplateInput, limits: &Limits) -> Result<String, Error> {
+pub fn render_commit_message(
+    template: &str,
+    input: &TemplateInput,
+    limits: &Limits,
+) -> Result<String, Error> {
     if template.is_empty() {
         return Ok(DEFAULT_COMMIT_MESSAGE.to_string());
     }

@@ -135,7 +135,10 @@ impl TemplateInput {
 fn namespaced_name(n: &NamespacedName) -> Value {
     Value::structure(
         "types.NamespacedName",
-        vec![Field::plain("Namespace", Value::str(n.namespace.as_str())), Field::plain("Name", Value::str(n.name.as_str()))],
+        vec![
+            Field::plain("Namespace", Value::str(n.namespace.as_str())),
+            Field::plain("Name", Value::str(n.name.as_str())),
+        ],
         Some(format!("{}/{}", n.namespace, n.name)),
     )
 }
@@ -144,7 +147,8 @@ fn object_id(o: &ObjectId) -> Value {
     let type_meta = Value::structure(
         "yaml.TypeMeta",
         vec![
-            Field::plain("APIVersion", Value::str(o.api_version.as_str())).with_json("apiVersion", true),
+            Field::plain("APIVersion", Value::str(o.api_version.as_str()))
+                .with_json("apiVersion", true),
             Field::plain("Kind", Value::str(o.kind.as_str())).with_json("kind", true),
         ],
         None,
@@ -153,16 +157,24 @@ fn object_id(o: &ObjectId) -> Value {
         "yaml.NameMeta",
         vec![
             Field::plain("Name", Value::str(o.name.as_str())).with_json("name", true),
-            Field::plain("Namespace", Value::str(o.namespace.as_str())).with_json("namespace", true),
+            Field::plain("Namespace", Value::str(o.namespace.as_str()))
+                .with_json("namespace", true),
         ],
         None,
     );
     let rid = Value::structure(
         "yaml.ResourceIdentifier",
-        vec![Field::embedded("TypeMeta", type_meta), Field::embedded("NameMeta", name_meta)],
+        vec![
+            Field::embedded("TypeMeta", type_meta),
+            Field::embedded("NameMeta", name_meta),
+        ],
         None,
     );
-    Value::structure("update.ObjectIdentifier", vec![Field::embedded("ResourceIdentifier", rid)], None)
+    Value::structure(
+        "update.ObjectIdentifier",
+        vec![Field::embedded("ResourceIdentifier", rid)],
+        None,
+    )
 }
 
 fn change(c: &Change) -> Value {
@@ -185,22 +197,38 @@ fn change_list(cs: &[&Change]) -> Value {
 }
 
 fn object_changes(objs: &BTreeMap<&ObjectId, Vec<&Change>>) -> Value {
-    let e = objs.iter().map(|(o, cs)| (object_id(o), change_list(cs))).collect();
+    let e = objs
+        .iter()
+        .map(|(o, cs)| (object_id(o), change_list(cs)))
+        .collect();
     Value::map(OBJECT_CHANGES_T, Value::list(CHANGES_T, Vec::new()), e)
 }
 
 /// `update.Result`: `FileChanges` plus the `Changes()` and `Objects()` methods, and the legacy
 /// `ImageResult`.
 fn result(g: &Grouped<'_>) -> Value {
-    let files = g.iter().map(|(p, objs)| (Value::str(*p), object_changes(objs))).collect();
-    let file_changes = Value::map("map[string]update.ObjectChanges", Value::map(OBJECT_CHANGES_T, Value::list(CHANGES_T, Vec::new()), Vec::new()), files);
+    let files = g
+        .iter()
+        .map(|(p, objs)| (Value::str(*p), object_changes(objs)))
+        .collect();
+    let file_changes = Value::map(
+        "map[string]update.ObjectChanges",
+        Value::map(
+            OBJECT_CHANGES_T,
+            Value::list(CHANGES_T, Vec::new()),
+            Vec::new(),
+        ),
+        files,
+    );
 
     // Changes(): deduplicated over files (ascending) and objects (ascending), traversal order within.
     let mut seen: Vec<&Change> = Vec::new();
     for objs in g.values() {
         for cs in objs.values() {
             for c in cs {
-                if !seen.iter().any(|s| s.old_value == c.old_value && s.new_value == c.new_value && s.setter == c.setter) {
+                if !seen.iter().any(|s| {
+                    s.old_value == c.old_value && s.new_value == c.new_value && s.setter == c.setter
+                }) {
                     seen.push(c);
                 }
             }
@@ -252,19 +280,34 @@ fn ref_parts(img: &PolicyImage) -> RefParts {
         display.push_str(d);
     }
     let (registry, mut repository) = match img.name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first.to_string(), rest.to_string()),
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), rest.to_string())
+        }
         _ => (DEFAULT_REGISTRY.to_string(), img.name.clone()),
     };
-    let registry = if registry == "docker.io" { DEFAULT_REGISTRY.to_string() } else { registry };
+    let registry = if registry == "docker.io" {
+        DEFAULT_REGISTRY.to_string()
+    } else {
+        registry
+    };
     if registry == DEFAULT_REGISTRY && !repository.contains('/') {
         repository = format!("library/{repository}");
     }
     let (identifier, full) = match (&img.digest, &img.tag) {
         (Some(d), _) => (d.clone(), format!("{registry}/{repository}@{d}")),
         (None, Some(t)) => (t.clone(), format!("{registry}/{repository}:{t}")),
-        (None, None) => ("latest".to_string(), format!("{registry}/{repository}:latest")),
+        (None, None) => (
+            "latest".to_string(),
+            format!("{registry}/{repository}:latest"),
+        ),
     };
-    RefParts { display, registry, repository, identifier, full }
+    RefParts {
+        display,
+        registry,
+        repository,
+        identifier,
+        full,
+    }
 }
 
 /// `update.ImageRef`: prints as the reference used in the update; methods for its parts.
@@ -290,7 +333,12 @@ const LEGACY_OBJECTS_T: &str = "map[update.ObjectIdentifier][]update.ImageRef";
 fn legacy_objects(objs: &BTreeMap<&ObjectId, Vec<&PolicyImage>>) -> Value {
     let e = objs
         .iter()
-        .map(|(o, imgs)| (object_id(o), Value::list(REFS_T, imgs.iter().map(|i| image_ref(i)).collect())))
+        .map(|(o, imgs)| {
+            (
+                object_id(o),
+                Value::list(REFS_T, imgs.iter().map(|i| image_ref(i)).collect()),
+            )
+        })
         .collect();
     Value::map(LEGACY_OBJECTS_T, Value::list(REFS_T, Vec::new()), e)
 }
@@ -306,7 +354,9 @@ fn legacy_result(g: &Grouped<'_>) -> Value {
             for img in cs.iter().filter_map(|c| c.image.as_ref()) {
                 per_file.entry(o).or_default().push(img);
                 merged.entry(o).or_default().push(img);
-                if !images.iter().any(|i| ref_parts(i).display == ref_parts(img).display && i.policy == img.policy) {
+                if !images.iter().any(|i| {
+                    ref_parts(i).display == ref_parts(img).display && i.policy == img.policy
+                }) {
                     images.push(img);
                 }
             }
@@ -314,16 +364,30 @@ fn legacy_result(g: &Grouped<'_>) -> Value {
         if per_file.is_empty() {
             continue;
         }
-        let file_result = Value::structure("update.FileResult", vec![Field::plain("Objects", legacy_objects(&per_file))], None);
+        let file_result = Value::structure(
+            "update.FileResult",
+            vec![Field::plain("Objects", legacy_objects(&per_file))],
+            None,
+        );
         files.push((Value::str(*path), file_result));
     }
-    let empty_file = Value::structure("update.FileResult", vec![Field::plain("Objects", legacy_objects(&BTreeMap::new()))], None);
+    let empty_file = Value::structure(
+        "update.FileResult",
+        vec![Field::plain("Objects", legacy_objects(&BTreeMap::new()))],
+        None,
+    );
     Value::structure(
         "update.Result",
         vec![
-            Field::plain("Files", Value::map("map[string]update.FileResult", empty_file, files)),
+            Field::plain(
+                "Files",
+                Value::map("map[string]update.FileResult", empty_file, files),
+            ),
             Field::method("Objects", legacy_objects(&merged)),
-            Field::method("Images", Value::list(REFS_T, images.iter().map(|i| image_ref(i)).collect())),
+            Field::method(
+                "Images",
+                Value::list(REFS_T, images.iter().map(|i| image_ref(i)).collect()),
+            ),
         ],
         None,
     )

@@ -126,7 +126,11 @@ impl<'a> Lexer<'a> {
         self.rest().chars().next()
     }
     fn emit(&mut self, kind: Kind, start: usize) {
-        self.items.push(Item { kind, pos: start, val: self.input[start..self.pos].to_string() });
+        self.items.push(Item {
+            kind,
+            pos: start,
+            val: self.input[start..self.pos].to_string(),
+        });
     }
     fn at_right_delim(&self) -> Option<bool> {
         let r = self.rest().as_bytes();
@@ -153,7 +157,11 @@ impl<'a> Lexer<'a> {
                     self.pos = self.input.len();
                     self.emit(Kind::Text, start);
                 }
-                self.items.push(Item { kind: Kind::Eof, pos: self.pos, val: String::new() });
+                self.items.push(Item {
+                    kind: Kind::Eof,
+                    pos: self.pos,
+                    val: String::new(),
+                });
                 return Ok(self.items);
             };
             let delim = self.pos + off;
@@ -166,14 +174,22 @@ impl<'a> Lexer<'a> {
                 }
             }
             if text_end > start {
-                self.items.push(Item { kind: Kind::Text, pos: start, val: self.input[start..text_end].to_string() });
+                self.items.push(Item {
+                    kind: Kind::Text,
+                    pos: start,
+                    val: self.input[start..text_end].to_string(),
+                });
             }
             self.pos = delim + 2 + if trim_left { 2 } else { 0 };
             if self.rest().starts_with("/*") {
                 self.lex_comment(delim)?;
                 continue;
             }
-            self.items.push(Item { kind: Kind::LeftDelim, pos: delim, val: "{{".into() });
+            self.items.push(Item {
+                kind: Kind::LeftDelim,
+                pos: delim,
+                val: "{{".into(),
+            });
             self.paren_depth = 0;
             self.lex_inside()?;
         }
@@ -204,7 +220,11 @@ impl<'a> Lexer<'a> {
                 }
                 let start = self.pos;
                 self.pos += if trim { 4 } else { 2 };
-                self.items.push(Item { kind: Kind::RightDelim, pos: start, val: "}}".into() });
+                self.items.push(Item {
+                    kind: Kind::RightDelim,
+                    pos: start,
+                    val: "}}".into(),
+                });
                 if trim {
                     self.skip_leading_space();
                 }
@@ -314,7 +334,10 @@ impl<'a> Lexer<'a> {
                     self.emit(kind, start);
                 }
                 c => {
-                    return Err((start, format!("unrecognized character in action: {}", go_char(Some(c)))));
+                    return Err((
+                        start,
+                        format!("unrecognized character in action: {}", go_char(Some(c))),
+                    ));
                 }
             }
         }
@@ -330,7 +353,14 @@ impl<'a> Lexer<'a> {
 
     fn lex_field_or_var(&mut self, start: usize, kind: Kind) -> LexResult<()> {
         if self.at_terminator() {
-            self.emit(if kind == Kind::Variable { Kind::Variable } else { Kind::Dot }, start);
+            self.emit(
+                if kind == Kind::Variable {
+                    Kind::Variable
+                } else {
+                    Kind::Dot
+                },
+                start,
+            );
             return Ok(());
         }
         while let Some(c) = self.peek() {
@@ -353,7 +383,9 @@ impl<'a> Lexer<'a> {
                 Some('\\') => {
                     self.pos += 1;
                     match self.peek() {
-                        Some('\n') | None => return Err((start, "unterminated quoted string".into())),
+                        Some('\n') | None => {
+                            return Err((start, "unterminated quoted string".into()));
+                        }
                         Some(c) => self.pos += c.len_utf8(),
                     }
                 }
@@ -376,7 +408,9 @@ impl<'a> Lexer<'a> {
                 Some('\\') => {
                     self.pos += 1;
                     match self.peek() {
-                        Some('\n') | None => return Err((start, "unterminated character constant".into())),
+                        Some('\n') | None => {
+                            return Err((start, "unterminated character constant".into()));
+                        }
                         Some(c) => self.pos += c.len_utf8(),
                     }
                 }
@@ -431,7 +465,10 @@ impl<'a> Lexer<'a> {
         }
         if self.peek().is_some_and(is_alnum) {
             self.pos += self.peek().map_or(0, char::len_utf8);
-            return Err((start, format!("bad number syntax: {:?}", &self.input[start..self.pos])));
+            return Err((
+                start,
+                format!("bad number syntax: {:?}", &self.input[start..self.pos]),
+            ));
         }
         self.emit(Kind::Number, start);
         Ok(())
@@ -452,11 +489,29 @@ fn go_char(c: Option<char>) -> String {
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
     Text(Arc<str>),
-    Action { pipe: Pipe },
-    If { pipe: Pipe, list: Vec<Node>, else_list: Option<Vec<Node>> },
-    Range { pipe: Pipe, list: Vec<Node>, else_list: Option<Vec<Node>> },
-    With { pipe: Pipe, list: Vec<Node>, else_list: Option<Vec<Node>> },
-    Template { pos: usize, name: String, pipe: Option<Pipe> },
+    Action {
+        pipe: Pipe,
+    },
+    If {
+        pipe: Pipe,
+        list: Vec<Node>,
+        else_list: Option<Vec<Node>>,
+    },
+    Range {
+        pipe: Pipe,
+        list: Vec<Node>,
+        else_list: Option<Vec<Node>>,
+    },
+    With {
+        pipe: Pipe,
+        list: Vec<Node>,
+        else_list: Option<Vec<Node>>,
+    },
+    Template {
+        pos: usize,
+        name: String,
+        pipe: Option<Pipe>,
+    },
     Break,
     Continue,
 }
@@ -479,16 +534,38 @@ pub(crate) struct Cmd {
 /// An operand.
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
-    Field { pos: usize, idents: Vec<String> },
-    Var { pos: usize, name: String, idents: Vec<String> },
+    Field {
+        pos: usize,
+        idents: Vec<String>,
+    },
+    Var {
+        pos: usize,
+        name: String,
+        idents: Vec<String>,
+    },
     Dot(usize),
     Nil(usize),
     Bool(usize, bool),
-    Number { pos: usize, text: String, value: Value },
-    Str { pos: usize, quoted: String, value: Arc<str> },
-    Ident { pos: usize, name: String },
+    Number {
+        pos: usize,
+        text: String,
+        value: Value,
+    },
+    Str {
+        pos: usize,
+        quoted: String,
+        value: Arc<str>,
+    },
+    Ident {
+        pos: usize,
+        name: String,
+    },
     Pipe(Box<Pipe>),
-    Chain { pos: usize, node: Box<Arg>, idents: Vec<String> },
+    Chain {
+        pos: usize,
+        node: Box<Arg>,
+        idents: Vec<String>,
+    },
 }
 
 impl Arg {
@@ -605,10 +682,20 @@ type PResult<T> = Result<T, ParseError>;
 
 /// Parses `text` as template `name`; `is_func` tells which function names exist.
 pub(crate) fn parse(name: &str, text: &str, is_func: &dyn Fn(&str) -> bool) -> PResult<Tree> {
-    let lexer = Lexer { input: text, pos: 0, items: Vec::new(), paren_depth: 0 };
+    let lexer = Lexer {
+        input: text,
+        pos: 0,
+        items: Vec::new(),
+        paren_depth: 0,
+    };
     let items = lexer.run().map_err(|(pos, message)| {
         let (line, column) = line_col(text, pos);
-        ParseError { name: name.into(), line, column, message }
+        ParseError {
+            name: name.into(),
+            line,
+            column,
+            message,
+        }
     })?;
     let mut p = Parser {
         name,
@@ -645,13 +732,20 @@ pub(crate) fn parse(name: &str, text: &str, is_func: &dyn Fn(&str) -> bool) -> P
 }
 
 fn is_empty_tree(nodes: &[Node]) -> bool {
-    nodes.iter().all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
+    nodes
+        .iter()
+        .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
 }
 
 impl<'a> Parser<'a> {
     fn err_at(&self, pos: usize, msg: impl Into<String>) -> ParseError {
         let (line, column) = line_col(self.text, pos);
-        ParseError { name: self.name.into(), line, column, message: msg.into() }
+        ParseError {
+            name: self.name.into(),
+            line,
+            column,
+            message: msg.into(),
+        }
     }
 
     fn next(&mut self) -> Item {
@@ -707,7 +801,13 @@ impl<'a> Parser<'a> {
         match self.defines.get(name) {
             Some(existing) if !is_empty_tree(existing) => {
                 if !is_empty_tree(&body) {
-                    return Err(self.err_at(pos, format!("template: multiple definition of template {}", crate::gofmt::quote(name))));
+                    return Err(self.err_at(
+                        pos,
+                        format!(
+                            "template: multiple definition of template {}",
+                            crate::gofmt::quote(name)
+                        ),
+                    ));
                 }
             }
             _ => {
@@ -775,15 +875,25 @@ impl<'a> Parser<'a> {
         match it.kind {
             Kind::Block => return self.block_control().map(Ok),
             Kind::Break | Kind::Continue => {
-                let word = if it.kind == Kind::Break { "break" } else { "continue" };
+                let word = if it.kind == Kind::Break {
+                    "break"
+                } else {
+                    "continue"
+                };
                 let t = self.next_non_space();
                 if t.kind != Kind::RightDelim {
                     return Err(self.unexpected(&t, &format!("{{{{{word}}}}}")));
                 }
                 if self.range_depth == 0 {
-                    return Err(self.err_at(it.pos, format!("{{{{{word}}}}} outside {{{{range}}}}")));
+                    return Err(
+                        self.err_at(it.pos, format!("{{{{{word}}}}} outside {{{{range}}}}"))
+                    );
                 }
-                return Ok(Ok(if it.kind == Kind::Break { Node::Break } else { Node::Continue }));
+                return Ok(Ok(if it.kind == Kind::Break {
+                    Node::Break
+                } else {
+                    Node::Continue
+                }));
             }
             Kind::Else => {
                 let p = self.peek_non_space();
@@ -811,7 +921,10 @@ impl<'a> Parser<'a> {
 
     fn nest<T>(&mut self, pos: usize, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
         if self.nesting >= MAX_NESTING {
-            return Err(self.err_at(pos, format!("template nested too deeply (more than {MAX_NESTING} levels)")));
+            return Err(self.err_at(
+                pos,
+                format!("template nested too deeply (more than {MAX_NESTING} levels)"),
+            ));
         }
         self.nesting += 1;
         let r = f(self);
@@ -843,23 +956,39 @@ impl<'a> Parser<'a> {
             End::Eof(pos) => return Err(self.err_at(pos, "unexpected EOF")),
             End::Else(_) => {
                 let p = self.peek_non_space();
-                if (context == "if" && p.kind == Kind::If) || (context == "with" && p.kind == Kind::With) {
+                if (context == "if" && p.kind == Kind::If)
+                    || (context == "with" && p.kind == Kind::With)
+                {
                     self.next_non_space();
                     Some(vec![self.control(context)?])
                 } else {
                     let (l, e) = self.item_list()?;
                     match e {
                         End::Close(_) => Some(l),
-                        End::Else(pos) => return Err(self.err_at(pos, "expected end; found {{else}}")),
+                        End::Else(pos) => {
+                            return Err(self.err_at(pos, "expected end; found {{else}}"));
+                        }
                         End::Eof(pos) => return Err(self.err_at(pos, "unexpected EOF")),
                     }
                 }
             }
         };
         Ok(match context {
-            "if" => Node::If { pipe, list, else_list },
-            "range" => Node::Range { pipe, list, else_list },
-            _ => Node::With { pipe, list, else_list },
+            "if" => Node::If {
+                pipe,
+                list,
+                else_list,
+            },
+            "range" => Node::Range {
+                pipe,
+                list,
+                else_list,
+            },
+            _ => Node::With {
+                pipe,
+                list,
+                else_list,
+            },
         })
     }
 
@@ -872,7 +1001,11 @@ impl<'a> Parser<'a> {
         } else {
             None
         };
-        Ok(Node::Template { pos: it.pos, name, pipe })
+        Ok(Node::Template {
+            pos: it.pos,
+            name,
+            pipe,
+        })
     }
 
     fn block_control(&mut self) -> PResult<Node> {
@@ -890,12 +1023,21 @@ impl<'a> Parser<'a> {
             })
         })?;
         self.add_definition(&name, body, it.pos)?;
-        Ok(Node::Template { pos: it.pos, name, pipe: Some(pipe) })
+        Ok(Node::Template {
+            pos: it.pos,
+            name,
+            pipe: Some(pipe),
+        })
     }
 
     fn pipeline(&mut self, context: &str, end: Kind) -> PResult<Pipe> {
         let start = self.peek_non_space();
-        let mut pipe = Pipe { pos: start.pos, is_assign: false, decl: Vec::new(), cmds: Vec::new() };
+        let mut pipe = Pipe {
+            pos: start.pos,
+            is_assign: false,
+            decl: Vec::new(),
+            cmds: Vec::new(),
+        };
         // Declarations: "$x :=", "$x =", "$k, $v :=" (range only).
         loop {
             let v = self.peek_non_space();
@@ -927,7 +1069,9 @@ impl<'a> Parser<'a> {
                         }
                         return Err(self.err_at(p.pos, "range can only initialize variables"));
                     }
-                    return Err(self.err_at(next.pos, format!("too many declarations in {context}")));
+                    return Err(
+                        self.err_at(next.pos, format!("too many declarations in {context}"))
+                    );
                 }
                 _ => {
                     self.idx = save;
@@ -942,8 +1086,18 @@ impl<'a> Parser<'a> {
                     return Err(self.err_at(it.pos, format!("missing value for {context}")));
                 }
                 for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
-                    if matches!(c.args[0], Arg::Bool(..) | Arg::Dot(_) | Arg::Nil(_) | Arg::Number { .. } | Arg::Str { .. }) {
-                        return Err(self.err_at(c.args[0].pos(), format!("non executable command in pipeline stage {}", i + 1)));
+                    if matches!(
+                        c.args[0],
+                        Arg::Bool(..)
+                            | Arg::Dot(_)
+                            | Arg::Nil(_)
+                            | Arg::Number { .. }
+                            | Arg::Str { .. }
+                    ) {
+                        return Err(self.err_at(
+                            c.args[0].pos(),
+                            format!("non executable command in pipeline stage {}", i + 1),
+                        ));
                     }
                 }
                 return Ok(pipe);
@@ -997,7 +1151,9 @@ impl<'a> Parser<'a> {
     }
 
     fn operand(&mut self) -> PResult<Option<Arg>> {
-        let Some(term) = self.term()? else { return Ok(None) };
+        let Some(term) = self.term()? else {
+            return Ok(None);
+        };
         if self.peek().kind != Kind::Field {
             return Ok(Some(term));
         }
@@ -1008,18 +1164,38 @@ impl<'a> Parser<'a> {
             idents.push(it.val[1..].to_string());
         }
         Ok(Some(match term {
-            Arg::Field { idents: mut first, .. } => {
+            Arg::Field {
+                idents: mut first, ..
+            } => {
                 first.extend(idents);
-                Arg::Field { pos: chain_pos, idents: first }
+                Arg::Field {
+                    pos: chain_pos,
+                    idents: first,
+                }
             }
-            Arg::Var { name, idents: mut first, .. } => {
+            Arg::Var {
+                name,
+                idents: mut first,
+                ..
+            } => {
                 first.extend(idents);
-                Arg::Var { pos: chain_pos, name, idents: first }
+                Arg::Var {
+                    pos: chain_pos,
+                    name,
+                    idents: first,
+                }
             }
             Arg::Bool(..) | Arg::Str { .. } | Arg::Number { .. } | Arg::Nil(_) | Arg::Dot(_) => {
-                return Err(self.err_at(chain_pos, format!("unexpected . after term {:?}", term.to_string())));
+                return Err(self.err_at(
+                    chain_pos,
+                    format!("unexpected . after term {:?}", term.to_string()),
+                ));
             }
-            other => Arg::Chain { pos: chain_pos, node: Box::new(other), idents },
+            other => Arg::Chain {
+                pos: chain_pos,
+                node: Box::new(other),
+                idents,
+            },
         }))
     }
 
@@ -1030,7 +1206,10 @@ impl<'a> Parser<'a> {
                 if !(self.is_func)(&it.val) {
                     return Err(self.err_at(it.pos, format!("function {:?} not defined", it.val)));
                 }
-                Arg::Ident { pos: it.pos, name: it.val }
+                Arg::Ident {
+                    pos: it.pos,
+                    name: it.val,
+                }
             }
             Kind::Dot => Arg::Dot(it.pos),
             Kind::Nil => Arg::Nil(it.pos),
@@ -1038,21 +1217,39 @@ impl<'a> Parser<'a> {
                 if !self.vars.contains(&it.val) {
                     return Err(self.err_at(it.pos, format!("undefined variable {:?}", it.val)));
                 }
-                Arg::Var { pos: it.pos, name: it.val, idents: Vec::new() }
+                Arg::Var {
+                    pos: it.pos,
+                    name: it.val,
+                    idents: Vec::new(),
+                }
             }
-            Kind::Field => Arg::Field { pos: it.pos, idents: vec![it.val[1..].to_string()] },
+            Kind::Field => Arg::Field {
+                pos: it.pos,
+                idents: vec![it.val[1..].to_string()],
+            },
             Kind::Bool => Arg::Bool(it.pos, it.val == "true"),
             Kind::Number | Kind::Char => {
-                let value = parse_number(&it.val, it.kind == Kind::Char).map_err(|e| self.err_at(it.pos, e))?;
-                Arg::Number { pos: it.pos, text: it.val, value }
+                let value = parse_number(&it.val, it.kind == Kind::Char)
+                    .map_err(|e| self.err_at(it.pos, e))?;
+                Arg::Number {
+                    pos: it.pos,
+                    text: it.val,
+                    value,
+                }
             }
             Kind::LeftParen => {
-                let pipe = self.nest(it.pos, |p| p.pipeline("parenthesized pipeline", Kind::RightParen))?;
+                let pipe = self.nest(it.pos, |p| {
+                    p.pipeline("parenthesized pipeline", Kind::RightParen)
+                })?;
                 Arg::Pipe(Box::new(pipe))
             }
             Kind::Str | Kind::RawStr => {
                 let value = unquote(&it.val).map_err(|e| self.err_at(it.pos, e))?;
-                Arg::Str { pos: it.pos, quoted: it.val, value: value.into() }
+                Arg::Str {
+                    pos: it.pos,
+                    quoted: it.val,
+                    value: value.into(),
+                }
             }
             _ => {
                 self.backup();
@@ -1067,7 +1264,10 @@ fn unquote(s: &str) -> Result<String, String> {
     if let Some(raw) = s.strip_prefix('`').and_then(|r| r.strip_suffix('`')) {
         return Ok(raw.replace('\r', ""));
     }
-    let inner = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')).ok_or("invalid syntax")?;
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .ok_or("invalid syntax")?;
     unescape(inner, '"')
 }
 
@@ -1127,7 +1327,8 @@ fn unescape(inner: &str, quote: char) -> Result<String, String> {
 fn parse_number(text: &str, is_char: bool) -> Result<Value, String> {
     if is_char {
         let inner = &text[1..text.len() - 1];
-        let s = unescape(inner, '\'').map_err(|_| format!("malformed character constant: {text}"))?;
+        let s =
+            unescape(inner, '\'').map_err(|_| format!("malformed character constant: {text}"))?;
         let mut cs = s.chars();
         return match (cs.next(), cs.next()) {
             (Some(c), None) => Ok(Value::Int(c as i64)),
@@ -1142,7 +1343,11 @@ fn parse_number(text: &str, is_char: bool) -> Result<Value, String> {
     };
     let lower = body.to_ascii_lowercase();
     let int = if let Some(h) = lower.strip_prefix("0x") {
-        if h.contains(['.', 'p']) { None } else { Some(i128::from_str_radix(h, 16)) }
+        if h.contains(['.', 'p']) {
+            None
+        } else {
+            Some(i128::from_str_radix(h, 16))
+        }
     } else if let Some(o) = lower.strip_prefix("0o") {
         Some(i128::from_str_radix(o, 8))
     } else if let Some(b) = lower.strip_prefix("0b") {
@@ -1159,7 +1364,9 @@ fn parse_number(text: &str, is_char: bool) -> Result<Value, String> {
     match int {
         Some(Ok(v)) => {
             let v = if neg { -v } else { v };
-            i64::try_from(v).map(Value::Int).map_err(|_| format!("{text} overflows int"))
+            i64::try_from(v)
+                .map(Value::Int)
+                .map_err(|_| format!("{text} overflows int"))
         }
         Some(Err(_)) => Err(format!("illegal number syntax: {text:?}")),
         None => match body.parse::<f64>() {

@@ -41,7 +41,11 @@ impl List {
     /// Builds a slice.
     pub fn new(type_name: &str, items: Vec<Value>) -> Self {
         let depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
-        List { type_name: type_name.into(), items, depth }
+        List {
+            type_name: type_name.into(),
+            items,
+            depth,
+        }
     }
 }
 
@@ -96,15 +100,33 @@ pub struct Struct {
 impl Field {
     /// An ordinary field.
     pub fn plain(name: &str, value: Value) -> Self {
-        Field { name: name.into(), value, kind: FieldKind::Plain, json: None, omitempty: false }
+        Field {
+            name: name.into(),
+            value,
+            kind: FieldKind::Plain,
+            json: None,
+            omitempty: false,
+        }
     }
     /// An embedded struct field.
     pub fn embedded(name: &str, value: Value) -> Self {
-        Field { name: name.into(), value, kind: FieldKind::Embedded, json: None, omitempty: false }
+        Field {
+            name: name.into(),
+            value,
+            kind: FieldKind::Embedded,
+            json: None,
+            omitempty: false,
+        }
     }
     /// A method without arguments, precomputed.
     pub fn method(name: &str, value: Value) -> Self {
-        Field { name: name.into(), value, kind: FieldKind::Method, json: None, omitempty: false }
+        Field {
+            name: name.into(),
+            value,
+            kind: FieldKind::Method,
+            json: None,
+            omitempty: false,
+        }
     }
     /// Sets the JSON key and `omitempty`, as a Go `json:"key,omitempty"` tag does.
     pub fn with_json(mut self, key: &str, omitempty: bool) -> Self {
@@ -120,10 +142,13 @@ impl Struct {
         if let Some(f) = self.fields.iter().find(|f| &*f.name == name) {
             return Some(&f.value);
         }
-        self.fields.iter().filter(|f| f.kind == FieldKind::Embedded).find_map(|f| match &f.value {
-            Value::Struct(s) => s.get(name),
-            _ => None,
-        })
+        self.fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::Embedded)
+            .find_map(|f| match &f.value {
+                Value::Struct(s) => s.get(name),
+                _ => None,
+            })
     }
 }
 
@@ -138,8 +163,17 @@ impl Map {
                 _ => dedup.push(e),
             }
         }
-        let depth = 1 + dedup.iter().map(|(k, v)| k.depth().max(v.depth())).max().unwrap_or(0);
-        Map { type_name: type_name.into(), zero, entries: dedup, depth }
+        let depth = 1 + dedup
+            .iter()
+            .map(|(k, v)| k.depth().max(v.depth()))
+            .max()
+            .unwrap_or(0);
+        Map {
+            type_name: type_name.into(),
+            zero,
+            entries: dedup,
+            depth,
+        }
     }
     /// The entries in Go's sorted key order.
     pub fn entries(&self) -> &[(Value, Value)] {
@@ -155,7 +189,10 @@ impl Map {
     }
     /// Looks a key up.
     pub fn get(&self, key: &Value) -> Option<&Value> {
-        self.entries.binary_search_by(|(k, _)| go_cmp(k, key)).ok().map(|i| &self.entries[i].1)
+        self.entries
+            .binary_search_by(|(k, _)| go_cmp(k, key))
+            .ok()
+            .map(|i| &self.entries[i].1)
     }
     /// Whether keys of this map are strings (so `.key` works on it).
     pub fn has_string_keys(&self) -> bool {
@@ -182,7 +219,10 @@ impl Value {
     }
     /// A `map[string]string`.
     pub fn string_map<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let e = entries.into_iter().map(|(k, v)| (Value::str(k), Value::str(v))).collect();
+        let e = entries
+            .into_iter()
+            .map(|(k, v)| (Value::str(k), Value::str(v)))
+            .collect();
         Value::map("map[string]string", Value::str(""), e)
     }
     /// A `map[string]interface {}`, as Sprig's `dict` makes.
@@ -306,7 +346,11 @@ pub fn go_cmp(a: &Value, b: &Value) -> Ordering {
                     None => return Ordering::Greater,
                 }
             }
-            if ys.next().is_some() { Ordering::Less } else { Ordering::Equal }
+            if ys.next().is_some() {
+                Ordering::Less
+            } else {
+                Ordering::Equal
+            }
         }
         _ => a.rank().cmp(&b.rank()),
     }
