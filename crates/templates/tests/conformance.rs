@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] fns.
+
 //! Data-driven conformance: the Flux fixture templates against Go's renders, the removed-field
 //! templates against hand-written legacy renders, and the guide's two templates.
 
