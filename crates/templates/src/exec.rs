@@ -549,10 +549,15 @@ impl<'a> Exec<'a> {
                 let i = argv
                     .iter()
                     .position(|v| std::ptr::from_ref(v) as usize == addr);
-                let at = match i.and_then(|i| rest.get(i)) {
-                    Some(node) => Self::at_arg(node),
-                    None => at,
+                let node = i.and_then(|i| rest.get(i));
+                let m = match node {
+                    // Go checks constants against the parameter type before evaluating them.
+                    Some(lit @ (Arg::Number { .. } | Arg::Str { .. } | Arg::Bool(..))) => {
+                        literal_mismatch(&m, lit)
+                    }
+                    _ => m,
                 };
+                let at = node.map(Self::at_arg).unwrap_or(at);
                 Err(self.error(Some(&at), m, None))
             }
             Err(FuncError::Call(m)) => {
@@ -561,4 +566,19 @@ impl<'a> Exec<'a> {
             Err(FuncError::Budget(kind, m)) => Err(self.error(Some(&at), m, Some(kind))),
         }
     }
+}
+
+/// Go's message for a constant of the wrong kind, e.g. `expected string; found 1`.
+fn literal_mismatch(msg: &str, lit: &Arg) -> String {
+    let expected = msg
+        .strip_prefix("wrong type for value; expected ")
+        .and_then(|r| r.split(';').next())
+        .unwrap_or("");
+    let kind = match expected {
+        "int" => "integer",
+        "float64" => "float",
+        "" => return msg.to_string(),
+        other => other,
+    };
+    format!("expected {kind}; found {lit}")
 }
