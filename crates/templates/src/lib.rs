@@ -99,7 +99,7 @@
 //! omit dig`; regular expressions `regexMatch regexFind regexFindAll regexReplaceAll
 //! regexReplaceAllLiteral regexSplit regexQuoteMeta` (+ `must*`).
 //!
-//! Not provided (a template using one fails to parse with `function "x" not defined`):
+//! Not provided (a template using one fails to parse: the function is not defined):
 //! - excluded by Flux (non-hermetic): `date date_in_zone date_modify now htmlDate htmlDateInZone
 //!   dateInZone dateModify randAlphaNum randAlpha randAscii randNumeric randBytes uuidv4 env
 //!   expandenv getHostByName`;

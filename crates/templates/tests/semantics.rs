@@ -173,3 +173,61 @@ fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
         assert!(err.message.contains("nested too deeply"), "{err}");
     }
 }
+
+/// Words inside backticks in `text`, split on whitespace (the doc lists are written that way).
+fn backticked_words(text: &str) -> Vec<String> {
+    let cleaned: String = text
+        .lines()
+        .map(|l| l.trim_start().trim_start_matches("//!"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    cleaned
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|s| s.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn crate_docs_list_exactly_the_sprig_functions_provided() {
+    let lib = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .unwrap();
+    let start = lib.find("//! Provided (Sprig v3 semantics").unwrap();
+    let split = lib.find("//! Not provided").unwrap();
+    let end = lib[split..]
+        .find("\n\n")
+        .map(|i| split + i)
+        .unwrap_or(lib.len());
+    let mut provided: Vec<String> = backticked_words(&lib[start..split])
+        .into_iter()
+        .filter(|w| !w.starts_with("must"))
+        .collect();
+    let not_provided = backticked_words(&lib[split..end]);
+    let builtins = [
+        "and", "or", "not", "len", "index", "print", "printf", "println", "eq", "ne", "lt", "le",
+        "gt", "ge", "html", "js", "urlquery", "call",
+    ];
+    let names = templates::function_names();
+    // Every documented `must*` variant exists when its plain function does.
+    let mut actual: Vec<String> = names
+        .iter()
+        .filter(|n| !builtins.contains(n) && !n.starts_with("must"))
+        .map(|s| s.to_string())
+        .collect();
+    provided.sort();
+    provided.dedup();
+    actual.sort();
+    assert_eq!(provided, actual, "documented vs registered Sprig functions");
+    for n in &not_provided {
+        assert!(
+            !names.contains(&n.as_str()),
+            "{n} is documented as absent but registered"
+        );
+    }
+    for n in names.iter().filter(|n| n.starts_with("must")) {
+        let plain = n.trim_start_matches("must");
+        let plain = format!("{}{}", plain[..1].to_lowercase(), &plain[1..]);
+        assert!(names.contains(&plain.as_str()), "{n} without {plain}");
+    }
+}
