@@ -1384,16 +1384,7 @@ fn f_seq(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
 
 /// Sprig's `empty`.
 fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Missing | Value::Nil => true,
-        Value::Bool(b) => !b,
-        Value::Int(i) => *i == 0,
-        Value::Float(f) => *f == 0.0,
-        Value::Str(s) => s.is_empty(),
-        Value::List(l) => l.items.is_empty(),
-        Value::Map(m) => m.is_empty(),
-        Value::Struct(_) => false,
-    }
+    v.is_zero()
 }
 
 fn f_default(_: &mut Ctx<'_>, a: &[Value]) -> FResult {

@@ -173,26 +173,13 @@ fn collect_fields<'a>(s: &'a crate::value::Struct, out: &mut Vec<(String, &'a Va
                 collect_fields(inner, out)
             }
             _ => {
-                if f.omitempty && is_empty_json(&f.value) {
+                if f.omitempty && f.value.is_zero() {
                     continue;
                 }
                 let name = f.json.as_deref().unwrap_or(&f.name).to_string();
                 out.push((name, &f.value));
             }
         }
-    }
-}
-
-fn is_empty_json(v: &Value) -> bool {
-    match v {
-        Value::Missing | Value::Nil => true,
-        Value::Bool(b) => !b,
-        Value::Int(i) => *i == 0,
-        Value::Float(f) => *f == 0.0,
-        Value::Str(s) => s.is_empty(),
-        Value::List(l) => l.items.is_empty(),
-        Value::Map(m) => m.is_empty(),
-        Value::Struct(_) => false,
     }
 }
 

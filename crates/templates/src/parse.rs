@@ -281,7 +281,7 @@ impl<'a> Lexer<'a> {
                     self.paren_depth -= 1;
                     self.emit(Kind::RightParen, start);
                 }
-                '"' => self.lex_quote(start)?,
+                '"' => self.lex_quoted(start, '"', Kind::Str, "quoted string")?,
                 '`' => {
                     self.pos += 1;
                     match self.rest().find('`') {
@@ -290,7 +290,7 @@ impl<'a> Lexer<'a> {
                     }
                     self.emit(Kind::RawStr, start);
                 }
-                '\'' => self.lex_char(start)?,
+                '\'' => self.lex_quoted(start, '\'', Kind::Char, "character constant")?,
                 '$' => {
                     self.pos += 1;
                     self.lex_field_or_var(start, Kind::Variable)?;
@@ -376,53 +376,27 @@ impl<'a> Lexer<'a> {
         Ok(())
     }
 
-    fn lex_quote(&mut self, start: usize) -> LexResult<()> {
+    /// A `"string"` or `'c'` constant: escapes skip the next character; a newline ends it badly.
+    fn lex_quoted(&mut self, start: usize, quote: char, kind: Kind, what: &str) -> LexResult<()> {
         self.pos += 1;
         loop {
             match self.peek() {
                 Some('\\') => {
                     self.pos += 1;
                     match self.peek() {
-                        Some('\n') | None => {
-                            return Err((start, "unterminated quoted string".into()));
-                        }
+                        Some('\n') | None => return Err((start, format!("unterminated {what}"))),
                         Some(c) => self.pos += c.len_utf8(),
                     }
                 }
-                Some('\n') | None => return Err((start, "unterminated quoted string".into())),
-                Some('"') => {
+                Some('\n') | None => return Err((start, format!("unterminated {what}"))),
+                Some(c) if c == quote => {
                     self.pos += 1;
                     break;
                 }
                 Some(c) => self.pos += c.len_utf8(),
             }
         }
-        self.emit(Kind::Str, start);
-        Ok(())
-    }
-
-    fn lex_char(&mut self, start: usize) -> LexResult<()> {
-        self.pos += 1;
-        loop {
-            match self.peek() {
-                Some('\\') => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some('\n') | None => {
-                            return Err((start, "unterminated character constant".into()));
-                        }
-                        Some(c) => self.pos += c.len_utf8(),
-                    }
-                }
-                Some('\n') | None => return Err((start, "unterminated character constant".into())),
-                Some('\'') => {
-                    self.pos += 1;
-                    break;
-                }
-                Some(c) => self.pos += c.len_utf8(),
-            }
-        }
-        self.emit(Kind::Char, start);
+        self.emit(kind, start);
         Ok(())
     }
 

@@ -266,6 +266,21 @@ impl Value {
         }
     }
 
+    /// Whether the value is empty as Sprig's `empty` and JSON's `omitempty` see it: nil, false, 0,
+    /// or an empty string, slice or map (structs never are).
+    pub fn is_zero(&self) -> bool {
+        match self {
+            Value::Missing | Value::Nil => true,
+            Value::Bool(b) => !b,
+            Value::Int(i) => *i == 0,
+            Value::Float(f) => *f == 0.0,
+            Value::Str(s) => s.is_empty(),
+            Value::List(l) => l.items.is_empty(),
+            Value::Map(m) => m.is_empty(),
+            Value::Struct(_) => false,
+        }
+    }
+
     /// The string inside a `Str`.
     pub fn as_str(&self) -> Option<&str> {
         match self {
