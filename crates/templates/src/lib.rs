@@ -84,6 +84,27 @@
 //! Flux today rejects `.Updated` and `.Changed.ImageResult` with a `RemovedTemplateField` stall;
 //! this engine renders them through the legacy model (the guide's templates use it).
 //!
+//! # For the controller and `update --message-template`
+//!
+//! Fill a [`TemplateInput`]: `automation` from the `ImageUpdateAutomation` (or `--automation
+//! NS/NAME`, see [`NamespacedName`]'s `FromStr`), `values` from `messageTemplateValues` (or the
+//! `--template-value KEY=VALUE` flags; `None` when none are given), and `files` from the setters'
+//! change report with paths relative to the update path; give each [`Change`] the
+//! [`PolicyImage`] of the policy named by its setter (`status.latestRef` and the policy's
+//! namespace/name) so the legacy model can be rendered. Then call [`render_commit_message`] with
+//! [`Limits::default()`]: `Err(Error::Parse)` and `Err(Error::Exec)` display as Flux's
+//! `unable to create commit message template from spec: ...` and
+//! `failed to run template from spec: ...`; on error nothing must be committed.
+//!
+//! # Known differences from Go
+//!
+//! - Parse errors carry a column; nesting of control structures and parentheses is limited to
+//!   100 levels (Go: 10000), template calls to [`Limits::max_depth`].
+//! - Orders Go leaves to map iteration (`.Changed.Changes`, Sprig `keys`/`values`) are sorted.
+//! - `printf` explicit argument indexes (`%[1]d`) are not supported.
+//! - An integral float constant is accepted where an `int` parameter is expected.
+//! - Image refs compare by their string in `eq` (Go compares reference and policy).
+//!
 //! # Sprig functions
 //!
 //! Provided (Sprig v3 semantics; `must*` variants fail where the plain ones do):

@@ -17,6 +17,27 @@ pub struct NamespacedName {
     pub name: String,
 }
 
+impl std::str::FromStr for NamespacedName {
+    type Err = String;
+
+    /// Parses `namespace/name` (as `--automation NS/NAME` takes it); both parts must be non-empty.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(NamespacedName { namespace: ns.to_string(), name: name.to_string() })
+            }
+            _ => Err(format!("{s:?} is not of the form NAMESPACE/NAME")),
+        }
+    }
+}
+
+impl std::fmt::Display for NamespacedName {
+    /// `namespace/name`, as Go's `types.NamespacedName` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Identity of a changed YAML document; ordered field by field like Go sorts `ObjectIdentifier` keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,7 +160,7 @@ fn namespaced_name(n: &NamespacedName) -> Value {
             Field::plain("Namespace", Value::str(n.namespace.as_str())),
             Field::plain("Name", Value::str(n.name.as_str())),
         ],
-        Some(format!("{}/{}", n.namespace, n.name)),
+        Some(n.to_string()),
     )
 }
 

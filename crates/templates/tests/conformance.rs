@@ -195,3 +195,13 @@ fn same_object_in_two_files_is_concatenated_and_changes_deduplicated() {
         "2 map[{{{v1 ConfigMap} {c }}}:[{1 2 ns:p} {1 2 ns:p}]] [{1 2 ns:p}]"
     );
 }
+
+#[test]
+fn namespaced_name_parses_and_prints() {
+    let n: templates::NamespacedName = "flux-system/podinfo".parse().unwrap();
+    assert_eq!((n.namespace.as_str(), n.name.as_str()), ("flux-system", "podinfo"));
+    assert_eq!(n.to_string(), "flux-system/podinfo");
+    for bad in ["podinfo", "/x", "x/", "a/b/c"] {
+        assert!(bad.parse::<templates::NamespacedName>().is_err(), "{bad}");
+    }
+}
