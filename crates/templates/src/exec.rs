@@ -266,7 +266,10 @@ impl<'a> Exec<'a> {
             }
             Value::Missing | Value::Nil => Vec::new(),
             other => {
-                let msg = format!("range can't iterate over {}", crate::gofmt::sprint_v(other));
+                let msg = format!(
+                    "range can't iterate over {}",
+                    crate::gofmt::sprint_v_brief(other)
+                );
                 return Err(self.error(Some(&Self::at_pipe(pipe)), msg, None));
             }
         };

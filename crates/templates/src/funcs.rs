@@ -25,9 +25,14 @@ impl<'a> Ctx<'a> {
             steps: 0,
         }
     }
-    /// Charges work proportional to `units` (bytes or elements handled) against the step budget.
-    fn charge(&mut self, units: usize) -> Result<(), FuncError> {
-        self.steps += (units / 64) as u64;
+    /// Charges work on `bytes` bytes (one step per 64) against the step budget.
+    fn charge_bytes(&mut self, bytes: usize) -> Result<(), FuncError> {
+        self.charge_items(bytes / 64)
+    }
+    /// Charges work on `items` values (one step each) against the step budget, which also bounds
+    /// the memory that lists copied again and again can hold.
+    fn charge_items(&mut self, items: usize) -> Result<(), FuncError> {
+        self.steps = self.steps.saturating_add(items as u64);
         if self.steps > self.limits.max_steps {
             return Err(FuncError::Budget(
                 BudgetKind::Steps,
@@ -281,7 +286,7 @@ const FUNCS: &[(&str, Func)] = &[
     }),
     ("toDecimal", |_, a| {
         arity(a, "toDecimal", 1)?;
-        let txt = gofmt::sprint_v(&any(&a[0]));
+        let txt = gofmt::sprint_v_brief(&any(&a[0]));
         Ok(Value::Int(i64::from_str_radix(&txt, 8).unwrap_or(0)))
     }),
     ("add1", |_, a| {
@@ -488,12 +493,8 @@ const FUNCS: &[(&str, Func)] = &[
             Ok(Value::any_list(l.iter().rev().cloned().collect()))
         })
     }),
-    ("uniq", |_, a| {
-        list_op(a, "uniq", "Cannot find uniq on type", |l| Ok(uniq(l)))
-    }),
-    ("mustUniq", |_, a| {
-        list_op(a, "mustUniq", "Cannot find uniq on type", |l| Ok(uniq(l)))
-    }),
+    ("uniq", |c, a| f_uniq(c, a, "uniq")),
+    ("mustUniq", |c, a| f_uniq(c, a, "mustUniq")),
     ("compact", |_, a| {
         list_op(a, "compact", "Cannot compact on type", |l| {
             Ok(Value::any_list(
@@ -602,15 +603,15 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, f: Func, args: &[Value]) -> FResult {
     match &v {
         Value::Str(s) => {
             ctx.check_size(s.len())?;
-            ctx.charge(s.len())?;
+            ctx.charge_bytes(s.len())?;
         }
         Value::List(l) => {
             ctx.check_size(l.items.len())?;
-            ctx.charge(l.items.len())?;
+            ctx.charge_items(l.items.len())?;
         }
         Value::Map(m) => {
             ctx.check_size(m.len())?;
-            ctx.charge(m.len())?;
+            ctx.charge_items(m.len())?;
         }
         _ => {}
     }
@@ -822,7 +823,7 @@ fn unreachable_other(a: &Value, b: &Value) -> Result<bool, FuncError> {
         _ => go_equal(a, b).ok_or_else(|| {
             call_err(format!(
                 "non-comparable type {}: {}",
-                gofmt::sprint_v(b),
+                gofmt::sprint_v_brief(b),
                 b.type_name()
             ))
         }),
@@ -937,7 +938,7 @@ fn f_call(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     // Template data here never holds functions, so Go's `call` always fails the same way.
     Err(call_err(format!(
         "non-function {} of type {}",
-        gofmt::sprint_v(&any(&a[0])),
+        gofmt::sprint_v_brief(&any(&a[0])),
         any(&a[0]).type_name()
     )))
 }
@@ -945,11 +946,12 @@ fn f_call(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 // ---------------------------------------------------------------------------------------------
 // Sprig helpers
 
-/// Sprig's `strval`: strings as is, everything else through `%v` (Stringers use their string).
-fn strval(v: &Value) -> String {
+/// Sprig's `strval`: strings as is, everything else through `%v` (Stringers use their string),
+/// refused past the output budget.
+fn strval(c: &Ctx<'_>, v: &Value) -> Result<String, FuncError> {
     match v {
-        Value::Str(s) => s.to_string(),
-        v => gofmt::sprint_v(&any(v)),
+        Value::Str(s) => Ok(s.to_string()),
+        v => gofmt::sprint_v_bounded(&any(v), c.limits.max_output).ok_or_else(|| too_big(c)),
     }
 }
 
@@ -1047,24 +1049,25 @@ fn f_abbrev(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
     )))
 }
 
-fn f_quote(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
-    let parts: Vec<String> = a
-        .iter()
-        .map(any)
-        .filter(|v| !matches!(v, Value::Nil))
-        .map(|v| gofmt::quote(&strval(&v)))
-        .collect();
-    Ok(Value::str(parts.join(" ")))
+/// Sprig's `quote`/`squote`: each non-nil argument's string, quoted, joined by spaces.
+fn quote_each(c: &Ctx<'_>, a: &[Value], quote: fn(&str) -> String) -> FResult {
+    let mut out = String::new();
+    for v in a.iter().map(any).filter(|v| !matches!(v, Value::Nil)) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&quote(&strval(c, &v)?));
+        c.check_size(out.len())?;
+    }
+    Ok(Value::str(out))
 }
 
-fn f_squote(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
-    let parts: Vec<String> = a
-        .iter()
-        .map(any)
-        .filter(|v| !matches!(v, Value::Nil))
-        .map(|v| format!("'{}'", strval(&v)))
-        .collect();
-    Ok(Value::str(parts.join(" ")))
+fn f_quote(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
+    quote_each(c, a, gofmt::quote)
+}
+
+fn f_squote(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
+    quote_each(c, a, |s| format!("'{s}'"))
 }
 
 fn f_cat(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
@@ -1140,23 +1143,32 @@ fn f_to_string(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     }
 }
 
-/// Sprig's `strslice`: the elements of a slice as strings (nil elements dropped), or the value itself.
-fn strslice(v: &Value) -> Vec<String> {
-    match v {
+/// Sprig's `strslice`: the elements of a slice as strings (nil elements dropped), or the value
+/// itself; refused when the strings together pass the output budget.
+fn strslice(c: &Ctx<'_>, v: &Value) -> Result<Vec<String>, FuncError> {
+    let items: Vec<&Value> = match v {
         Value::List(l) => l
             .items
             .iter()
             .filter(|i| !matches!(i, Value::Nil | Value::Missing))
-            .map(strval)
             .collect(),
         Value::Missing | Value::Nil => Vec::new(),
-        v => vec![strval(v)],
+        v => vec![v],
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut total = 0usize;
+    for i in items {
+        let s = strval(c, i)?;
+        total = total.saturating_add(s.len());
+        c.check_size(total)?;
+        out.push(s);
     }
+    Ok(out)
 }
 
-fn f_to_strings(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
+fn f_to_strings(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "toStrings", 1)?;
-    Ok(str_list(strslice(&a[0])))
+    Ok(str_list(strslice(c, &a[0])?))
 }
 
 fn numbered(parts: Vec<&str>) -> Value {
@@ -1225,7 +1237,7 @@ fn f_split_list(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 fn f_join(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "join", 2)?;
     let sep = s(&a[0])?;
-    let parts = strslice(&a[1]);
+    let parts = strslice(c, &a[1])?;
     let size = parts
         .iter()
         .map(String::len)
@@ -1235,9 +1247,9 @@ fn f_join(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     Ok(Value::str(parts.join(&sep)))
 }
 
-fn f_sort_alpha(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
+fn f_sort_alpha(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "sortAlpha", 1)?;
-    let mut v = strslice(&a[0]);
+    let mut v = strslice(c, &a[0])?;
     v.sort();
     Ok(str_list(v))
 }
@@ -1539,6 +1551,15 @@ fn sub_list(l: &[Value], from: usize, to: usize) -> Value {
     Value::any_list(l[from..to].to_vec())
 }
 
+fn f_uniq(c: &mut Ctx<'_>, a: &[Value], name: &str) -> FResult {
+    if let Some(Value::List(l)) = a.first() {
+        // Pairwise comparison: quadratic work is charged up front.
+        let n = l.items.len();
+        c.charge_items(n.saturating_mul(n) / 64)?;
+    }
+    list_op(a, name, "Cannot find uniq on type", |l| Ok(uniq(l)))
+}
+
 fn uniq(l: &[Value]) -> Value {
     let mut out: Vec<Value> = Vec::new();
     for v in l {
@@ -1553,7 +1574,7 @@ fn f_append(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "append", 2)?;
     match &a[0] {
         Value::List(l) => {
-            c.charge(l.items.len())?;
+            c.charge_items(l.items.len())?;
             let mut items = l.items.clone();
             items.push(any(&a[1]));
             Ok(Value::any_list(items))
@@ -1566,7 +1587,7 @@ fn f_prepend(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     arity(a, "prepend", 2)?;
     match &a[0] {
         Value::List(l) => {
-            c.charge(l.items.len())?;
+            c.charge_items(l.items.len())?;
             let mut items = vec![any(&a[1])];
             items.extend(l.items.iter().cloned());
             Ok(Value::any_list(items))
@@ -1672,10 +1693,10 @@ fn f_chunk(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 
 // Dicts.
 
-fn f_dict(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
+fn f_dict(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     let mut e = Vec::new();
     for pair in a.chunks(2) {
-        let key = Value::str(strval(&any(&pair[0])));
+        let key = Value::str(strval(c, &pair[0])?);
         let val = pair.get(1).map(any).unwrap_or_else(|| Value::str(""));
         e.push((key, val));
     }

@@ -28,6 +28,12 @@ pub fn sprint_v_bounded(v: &Value, limit: usize) -> Option<String> {
     (out.len() <= limit).then_some(out)
 }
 
+/// Go's `%v` of a value for an error message: at most about 200 bytes.
+pub fn sprint_v_brief(v: &Value) -> String {
+    const BRIEF: usize = 200;
+    sprint_v_bounded(v, BRIEF).unwrap_or_else(|| format!("<{} too large to print>", v.type_name()))
+}
+
 /// Go's `fmt.Sprint`: spaces between operands when neither side is a string; `None` past `limit` bytes.
 pub fn sprint(args: &[Value], limit: usize) -> Option<String> {
     let mut out = String::new();

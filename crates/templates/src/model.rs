@@ -24,7 +24,10 @@ impl std::str::FromStr for NamespacedName {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(NamespacedName { namespace: ns.to_string(), name: name.to_string() })
+                Ok(NamespacedName {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
             }
             _ => Err(format!("{s:?} is not of the form NAMESPACE/NAME")),
         }

@@ -199,7 +199,10 @@ fn same_object_in_two_files_is_concatenated_and_changes_deduplicated() {
 #[test]
 fn namespaced_name_parses_and_prints() {
     let n: templates::NamespacedName = "flux-system/podinfo".parse().unwrap();
-    assert_eq!((n.namespace.as_str(), n.name.as_str()), ("flux-system", "podinfo"));
+    assert_eq!(
+        (n.namespace.as_str(), n.name.as_str()),
+        ("flux-system", "podinfo")
+    );
     assert_eq!(n.to_string(), "flux-system/podinfo");
     for bad in ["podinfo", "/x", "x/", "a/b/c"] {
         assert!(bad.parse::<templates::NamespacedName>().is_err(), "{bad}");
