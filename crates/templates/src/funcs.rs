@@ -212,8 +212,12 @@ const FUNCS: &[(&str, Func)] = &[
             s.strip_suffix(p).unwrap_or(s).to_string()
         })
     }),
-    ("upper", |_, a| str1(a, "upper", str::to_uppercase)),
-    ("lower", |_, a| str1(a, "lower", str::to_lowercase)),
+    ("upper", |_, a| {
+        str1(a, "upper", |s| s.chars().map(upper_rune).collect())
+    }),
+    ("lower", |_, a| {
+        str1(a, "lower", |s| s.chars().map(lower_rune).collect())
+    }),
     ("title", |_, a| str1(a, "title", go_title)),
     ("nospace", |_, a| {
         str1(a, "nospace", |s| {
@@ -955,6 +959,20 @@ fn strval(c: &Ctx<'_>, v: &Value) -> Result<String, FuncError> {
     }
 }
 
+/// Go's rune-by-rune upper case (`unicode.ToUpper`): only one-to-one mappings apply, so `ß` stays.
+fn upper_rune(c: char) -> char {
+    let mut up = c.to_uppercase();
+    match (up.next(), up.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    }
+}
+
+/// Go's rune-by-rune lower case (`unicode.ToLower`): `İ` becomes `i`, a final `Σ` becomes `σ`.
+fn lower_rune(c: char) -> char {
+    c.to_lowercase().next().unwrap_or(c)
+}
+
 /// Go's deprecated `strings.Title`, which Sprig's `title` uses.
 fn go_title(s: &str) -> String {
     let is_sep = |c: char| {
@@ -970,11 +988,7 @@ fn go_title(s: &str) -> String {
     let mut prev = ' ';
     for c in s.chars() {
         if is_sep(prev) {
-            // Go uses title case; for the letters that have one this equals the first upper-case char.
-            out.extend(c.to_uppercase().take(1));
-            if c.to_uppercase().count() > 1 {
-                out.extend(c.to_uppercase().skip(1));
-            }
+            out.push(upper_rune(c));
         } else {
             out.push(c);
         }
