@@ -1347,18 +1347,21 @@ fn f_round(_: &mut Ctx<'_>, a: &[Value]) -> FResult {
 }
 
 fn until_step(c: &Ctx<'_>, start: i64, stop: i64, step: i64) -> Result<Vec<i64>, FuncError> {
-    let count = if stop < start {
-        if step >= 0 {
+    // i128 so that extreme bounds cannot overflow.
+    let (start_w, stop_w, step_w) = (start as i128, stop as i128, step as i128);
+    let count: i128 = if stop_w < start_w {
+        if step_w >= 0 {
             0
         } else {
-            ((start - stop - 1) / -step + 1) as u64
+            (start_w - stop_w - 1) / -step_w + 1
         }
-    } else if step <= 0 || stop == start {
+    } else if step_w <= 0 || stop_w == start_w {
         0
     } else {
-        ((stop - start - 1) / step + 1) as u64
+        (stop_w - start_w - 1) / step_w + 1
     };
-    c.check_size(count as usize)?;
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    c.check_size(count)?;
     let mut v = Vec::with_capacity(count as usize);
     let mut i = start;
     for _ in 0..count {
@@ -1388,18 +1391,18 @@ fn f_seq(c: &mut Ctx<'_>, a: &[Value]) -> FResult {
     let v = match p.as_slice() {
         [end] => {
             let inc = if *end < 1 { -1 } else { 1 };
-            until_step(c, 1, end + inc, inc)?
+            until_step(c, 1, end.saturating_add(inc), inc)?
         }
         [start, end] => {
             let step = if end < start { -1 } else { 1 };
-            until_step(c, *start, end + step, step)?
+            until_step(c, *start, end.saturating_add(step), step)?
         }
         [start, step, end] => {
             let inc = if end < start { -1 } else { 1 };
             if end < start && *step > 0 {
                 Vec::new()
             } else {
-                until_step(c, *start, end + inc, *step)?
+                until_step(c, *start, end.saturating_add(inc), *step)?
             }
         }
         _ => Vec::new(),
