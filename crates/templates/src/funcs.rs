@@ -1362,7 +1362,7 @@ fn until_step(c: &Ctx<'_>, start: i64, stop: i64, step: i64) -> Result<Vec<i64>,
     };
     let count = usize::try_from(count).unwrap_or(usize::MAX);
     c.check_size(count)?;
-    let mut v = Vec::with_capacity(count as usize);
+    let mut v = Vec::with_capacity(count);
     let mut i = start;
     for _ in 0..count {
         v.push(i);
