@@ -138,6 +138,8 @@ impl TemplateInput {
     /// Builds the root value (`source.TemplateData`) templates are executed against.
     pub fn to_value(&self) -> Value {
         let grouped = self.grouped();
+        // One legacy model serves both `.Updated` and `.Changed.ImageResult` (values share by Arc).
+        let legacy = legacy_result(&grouped);
         let values = match &self.values {
             Some(v) => Value::string_map(v.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             // A nil Go map behaves like an empty one in templates and prints `map[]`.
@@ -147,9 +149,9 @@ impl TemplateInput {
             "source.TemplateData",
             vec![
                 Field::plain("AutomationObject", namespaced_name(&self.automation)),
-                Field::plain("Changed", result(&grouped)),
+                Field::plain("Changed", result(&grouped, legacy.clone())),
                 Field::plain("Values", values),
-                Field::method("Updated", legacy_result(&grouped)),
+                Field::method("Updated", legacy),
             ],
             None,
         )
@@ -230,7 +232,7 @@ fn object_changes(objs: &BTreeMap<&ObjectId, Vec<&Change>>) -> Value {
 
 /// `update.Result`: `FileChanges` plus the `Changes()` and `Objects()` methods, and the legacy
 /// `ImageResult`.
-fn result(g: &Grouped<'_>) -> Value {
+fn result(g: &Grouped<'_>, legacy: Value) -> Value {
     let files = g
         .iter()
         .map(|(p, objs)| (Value::str(*p), object_changes(objs)))
@@ -273,7 +275,7 @@ fn result(g: &Grouped<'_>) -> Value {
             Field::plain("FileChanges", file_changes),
             Field::method("Changes", change_list(&seen)),
             Field::method("Objects", object_changes(&merged)),
-            Field::method("ImageResult", legacy_result(g)),
+            Field::method("ImageResult", legacy),
         ],
         None,
     )
@@ -372,15 +374,16 @@ fn legacy_result(g: &Grouped<'_>) -> Value {
     let mut files: Vec<(Value, Value)> = Vec::new();
     let mut merged: BTreeMap<&ObjectId, Vec<&PolicyImage>> = BTreeMap::new();
     let mut images: Vec<&PolicyImage> = Vec::new();
+    let mut seen: Vec<(String, &NamespacedName)> = Vec::new();
     for (path, objs) in g {
         let mut per_file: BTreeMap<&ObjectId, Vec<&PolicyImage>> = BTreeMap::new();
         for (o, cs) in objs {
             for img in cs.iter().filter_map(|c| c.image.as_ref()) {
                 per_file.entry(o).or_default().push(img);
                 merged.entry(o).or_default().push(img);
-                if !images.iter().any(|i| {
-                    ref_parts(i).display == ref_parts(img).display && i.policy == img.policy
-                }) {
+                let display = ref_parts(img).display;
+                if !seen.iter().any(|(d, p)| *d == display && **p == img.policy) {
+                    seen.push((display, &img.policy));
                     images.push(img);
                 }
             }
