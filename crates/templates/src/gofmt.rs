@@ -66,6 +66,7 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
     let max_width = limit;
     let mut out = String::new();
     let mut argi = 0usize;
+    let mut reordered = false;
     let mut chars = format.char_indices().peekable();
     while let Some((_, c)) = chars.next() {
         if c != '%' {
@@ -85,6 +86,7 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
             }
             chars.next();
         }
+        let mut good = arg_index(&mut chars, &mut argi, args.len(), &mut reordered);
         // Width.
         if let Some(&(_, '*')) = chars.peek() {
             chars.next();
@@ -104,6 +106,7 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
         // Precision.
         if let Some(&(_, '.')) = chars.peek() {
             chars.next();
+            good &= arg_index(&mut chars, &mut argi, args.len(), &mut reordered);
             if let Some(&(_, '*')) = chars.peek() {
                 chars.next();
                 match args.get(argi) {
@@ -123,12 +126,17 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
         if fl.minus {
             fl.zero = false;
         }
+        good &= arg_index(&mut chars, &mut argi, args.len(), &mut reordered);
         let Some((_, verb)) = chars.next() else {
             out.push_str("%!(NOVERB)");
             break;
         };
         if verb == '%' {
             out.push('%');
+            continue;
+        }
+        if !good {
+            out.push_str(&format!("%!{verb}(BADINDEX)"));
             continue;
         }
         let Some(arg) = args.get(argi) else {
@@ -147,7 +155,7 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
             ));
         }
     }
-    if argi < args.len() {
+    if !reordered && argi < args.len() {
         out.push_str("%!(EXTRA ");
         for (i, a) in args[argi..].iter().enumerate() {
             if i > 0 {
@@ -165,6 +173,36 @@ pub fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<String, Str
         }
     }
     Ok(out)
+}
+
+/// Go's explicit argument index `[n]` (1-based): moves the argument cursor; `false` when malformed.
+fn arg_index(
+    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
+    argi: &mut usize,
+    nargs: usize,
+    reordered: &mut bool,
+) -> bool {
+    if !matches!(chars.peek(), Some(&(_, '['))) {
+        return true;
+    }
+    chars.next();
+    *reordered = true;
+    let n = parse_num(chars);
+    match (n, chars.peek()) {
+        (Some(n), Some(&(_, ']'))) if (1..=nargs).contains(&n) => {
+            chars.next();
+            *argi = n - 1;
+            true
+        }
+        _ => {
+            for (_, c) in chars.by_ref() {
+                if c == ']' {
+                    break;
+                }
+            }
+            false
+        }
+    }
 }
 
 fn parse_num(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> Option<usize> {
@@ -662,6 +700,9 @@ mod tests {
             "\"a\\\"b\\n\"|<nil>|true|%|A"
         );
         assert_eq!(f("%T %T", &["a".into(), 1.into()]), "string int");
+        assert_eq!(f("%[2]d %[1]s %d", &["a".into(), 1.into()]), "1 a 1");
+        assert_eq!(f("%[3]d|%[x]d", &[1.into()]), "%!d(BADINDEX)|%!d(BADINDEX)");
+        assert_eq!(f("%[1]*d|", &[3.into()]), "%!d(MISSING)|");
         assert!(sprintf("%999999999d", &[1.into()], 1000).is_err());
     }
 

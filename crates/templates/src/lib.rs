@@ -101,7 +101,6 @@
 //! - Parse errors carry a column; nesting of control structures and parentheses is limited to
 //!   100 levels (Go: 10000), template calls to [`Limits::max_depth`].
 //! - Orders Go leaves to map iteration (`.Changed.Changes`, Sprig `keys`/`values`) are sorted.
-//! - `printf` explicit argument indexes (`%[1]d`) are not supported.
 //! - An integral float constant is accepted where an `int` parameter is expected.
 //! - Image refs compare by their string in `eq` (Go compares reference and policy).
 //!
