@@ -41,7 +41,8 @@
 //! A syntax error is a [`ParseError`] naming line and column
 //! (`template: commit message:3:14: function "foo" not defined`; Go prints only the line, the
 //! column is extra). An execution error is an [`ExecError`] in Go's format
-//! (`template: commit message:6:34: executing "commit message" at <.Updated.Files>: ...`), with
+//! (`template: commit message:1:3: executing "commit message" at <.Nope>: can't evaluate field Nope
+//! in type source.TemplateData`), with
 //! the column of the node as Go counts it (0-based bytes).
 //!
 //! # Budgets
