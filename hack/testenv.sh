@@ -20,7 +20,7 @@ MARK="TESTENV_OWNER=$TESTENV_DIR"
 # Servers that overwrite their environment block for their process title (nginx, sshd) lose the mark; they are
 # found by their command line naming a file under $TESTENV_DIR instead, restricted to the programs we start so a
 # user's `tail -f $TESTENV_DIR/logs/...` is left alone.
-SERVERS=' nginx sshd docker-registry tinyproxy fcgiwrap git git-daemon etcd kube-apiserver testenv-token-s '
+SERVERS=' nginx sshd docker-registry tinyproxy fcgiwrap git git-daemon etcd kube-apiserver testenv-server '
 
 # Print "pid command" for every live process of this test environment (except this shell).
 marked() {

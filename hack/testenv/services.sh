@@ -3,7 +3,7 @@
 #
 # Usage: hack/testenv/services.sh up|down
 #
-# `up` installs the missing Debian packages, builds the token server (crates/testenv), generates keys and
+# `up` installs the missing Debian packages, builds testenv-server (token server, paging proxy; crates/testenv), generates keys and
 # certificates, starts every service on a free 127.0.0.1 port with fresh data under $TESTENV_DIR/services, and
 # writes $TESTENV_DIR/services.env. `down` stops the processes it started. Everything runs as root (sshd needs it).
 #
@@ -23,6 +23,10 @@
 #   TESTENV_REGISTRY_TOKEN     plain HTTP, bearer tokens from the token server (Docker Hub / GHCR challenge flow)
 #   TESTENV_REGISTRY_TOKEN_REALM    the token server's URL (the realm of the Bearer challenge)
 #   TESTENV_REGISTRY_TOKEN_SERVICE  the service name in the challenge and the tokens' audience
+#   TESTENV_REGISTRY_PAGED     plain HTTP, no auth: TESTENV_REGISTRY_ANON behind a proxy (testenv-server paginate)
+#                              that pages tag lists like Docker Hub and GHCR: sorted, `n` and `last` honoured, a
+#                              `Link: <...>; rel="next"` header when more follow (distribution 2.8 ignores `n`)
+#   TESTENV_REGISTRY_PAGED_DEFAULT_N  its page size when the client gives no `n`
 #   TESTENV_REGISTRY_TLS       HTTPS (server certificate from TESTENV_CA_CERT), no auth
 #   TESTENV_REGISTRY_MTLS      HTTPS requiring a client certificate signed by TESTENV_CA_CERT, no other auth
 #
@@ -132,7 +136,7 @@ start_registries() {
     path: $SVC/htpasswd" ""
   port TOKEN_PORT
   TOKEN_REALM="http://127.0.0.1:$TOKEN_PORT/token"
-  start_bg "${P}token-server" "$TOKEN_SERVER" --listen "127.0.0.1:$TOKEN_PORT" \
+  start_bg "${P}token-server" "$TESTENV_SERVER" token --listen "127.0.0.1:$TOKEN_PORT" \
     --key "$pki/token.key" --cert "$pki/token.pem" --issuer testenv-token-issuer \
     --username "$TESTENV_USERNAME" --password "$TESTENV_PASSWORD"
   port REG_TOKEN
@@ -145,6 +149,10 @@ start_registries() {
   local tls="  tls:
     certificate: $pki/server.pem
     key: $pki/server.key"
+  # distribution 2.8 ignores `n` on tag lists and returns them unsorted; Docker Hub and GHCR page them.
+  port REG_PAGED
+  start_bg "${P}registry-paged" "$TESTENV_SERVER" paginate --listen "127.0.0.1:$REG_PAGED" \
+    --upstream "http://127.0.0.1:$REG_ANON" --default-page-size "$PAGED_DEFAULT_N"
   port REG_TLS
   start_registry tls "$REG_TLS" "" "$tls"
   port REG_MTLS
@@ -293,14 +301,16 @@ EOF
   done
 }
 
-build_token_server() {
-  log "building the token server (cargo build -p testenv)"
+PAGED_DEFAULT_N=50
+
+build_testenv_server() {
+  log "building testenv-server (cargo build -p testenv)"
   local target=${CARGO_TARGET_DIR:-target}
-  (cd "$TESTENV_REPO" && run_or_die "cargo build of testenv-token-server" \
-    cargo build -q -p testenv --bin testenv-token-server)
+  (cd "$TESTENV_REPO" && run_or_die "cargo build of testenv-server" \
+    cargo build -q -p testenv --bin testenv-server)
   case $target in /*) ;; *) target=$TESTENV_REPO/$target ;; esac
-  TOKEN_SERVER=$target/debug/testenv-token-server
-  [ -x "$TOKEN_SERVER" ] || die "token server not found at $TOKEN_SERVER"
+  TESTENV_SERVER=$target/debug/testenv-server
+  [ -x "$TESTENV_SERVER" ] || die "testenv-server not found at $TESTENV_SERVER"
 }
 
 up() {
@@ -308,7 +318,7 @@ up() {
   stop_all "$P"
   rm -rf "$SVC" "$ENV_FILE"
   mkdir -p "$SVC"
-  build_token_server
+  build_testenv_server
 
   TESTENV_USERNAME=testenv
   TESTENV_PASSWORD=pw-$RANDOM$RANDOM
@@ -322,6 +332,7 @@ up() {
   wait_port "${P}registry-basic" "$REG_BASIC"
   wait_port "${P}token-server" "$TOKEN_PORT"
   wait_port "${P}registry-token" "$REG_TOKEN"
+  wait_port "${P}registry-paged" "$REG_PAGED"
   wait_port "${P}registry-tls" "$REG_TLS"
   wait_port "${P}registry-mtls" "$REG_MTLS"
   wait_port "${P}git-daemon" "$GIT_DAEMON"
@@ -345,6 +356,8 @@ export TESTENV_REGISTRY_BASIC=127.0.0.1:$REG_BASIC
 export TESTENV_REGISTRY_TOKEN=127.0.0.1:$REG_TOKEN
 export TESTENV_REGISTRY_TOKEN_REALM=$TOKEN_REALM
 export TESTENV_REGISTRY_TOKEN_SERVICE=testenv-registry
+export TESTENV_REGISTRY_PAGED=127.0.0.1:$REG_PAGED
+export TESTENV_REGISTRY_PAGED_DEFAULT_N=$PAGED_DEFAULT_N
 export TESTENV_REGISTRY_TLS=127.0.0.1:$REG_TLS
 export TESTENV_REGISTRY_MTLS=127.0.0.1:$REG_MTLS
 export TESTENV_GIT_ROOT=$GIT_ROOT
