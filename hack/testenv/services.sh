@@ -293,7 +293,6 @@ Listen 127.0.0.1
 Timeout 120
 MaxClients 100
 Allow 127.0.0.1
-DisableViaHeader Yes
 LogLevel Notice
 $extra
 EOF
