@@ -20,7 +20,7 @@ MARK="TESTENV_OWNER=$TESTENV_DIR"
 # Servers that overwrite their environment block for their process title (nginx, sshd) lose the mark; they are
 # found by their command line naming a file under $TESTENV_DIR instead, restricted to the programs we start so a
 # user's `tail -f $TESTENV_DIR/logs/...` is left alone.
-SERVERS=' nginx sshd docker-registry tinyproxy fcgiwrap git git-daemon etcd kube-apiserver testenv-server '
+SERVERS=' nginx sshd docker-registry tinyproxy fcgiwrap etcd kube-apiserver testenv-server '
 
 # Print "pid command" for every live process of this test environment (except this shell).
 marked() {
@@ -106,7 +106,10 @@ check() {
 
 case ${1:-} in
   up) up ;;
-  env) [ -f "$TESTENV_DIR/env" ] || die "the test environment is not up: run hack/testenv.sh up"; cat "$TESTENV_DIR/env" ;;
+  env)
+    [ -f "$TESTENV_DIR/env" ] || die "the test environment is not up: run hack/testenv.sh up"
+    cat "$TESTENV_DIR/env"
+    ;;
   down) down ;;
   check) check ;;
   *) die "usage: $0 up|env|down|check" ;;

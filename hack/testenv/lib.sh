@@ -41,7 +41,8 @@ need_pkgs() {
   # within a bound, instead of failing at once.
   local lock=(-o DPkg::Lock::Timeout=300)
   run_or_die "apt-get update" apt-get "${lock[@]}" update -q
-  run_or_die "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -q --no-install-recommends "${missing[@]}"
+  run_or_die "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get "${lock[@]}" install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # Print a free TCP port on 127.0.0.1 (the kernel picks it; a race with another binder is retried by callers

@@ -3,9 +3,10 @@
 #
 # Usage: hack/testenv/services.sh up|down
 #
-# `up` installs the missing Debian packages, builds testenv-server (token server, paging proxy; crates/testenv), generates keys and
-# certificates, starts every service on a free 127.0.0.1 port with fresh data under $TESTENV_DIR/services, and
-# writes $TESTENV_DIR/services.env. `down` stops the processes it started. Everything runs as root (sshd needs it).
+# `up` installs the missing Debian packages, builds testenv-server (token server, paging proxy; crates/testenv),
+# generates keys and certificates, starts every service on a free 127.0.0.1 port with fresh data under
+# $TESTENV_DIR/services, and writes $TESTENV_DIR/services.env. `down` stops the processes it started.
+# Everything runs as root (sshd needs it).
 #
 # Published variables (`export K=V` lines in $TESTENV_DIR/services.env):
 #
@@ -286,7 +287,8 @@ start_proxies() {
   port PROXY_AUTH
   local name port extra
   for name in plain auth; do
-    if [ $name = plain ]; then port=$PROXY extra=''; else port=$PROXY_AUTH extra="BasicAuth $TESTENV_USERNAME $TESTENV_PASSWORD"; fi
+    port=$PROXY extra=''
+    [ $name = auth ] && port=$PROXY_AUTH extra="BasicAuth $TESTENV_USERNAME $TESTENV_PASSWORD"
     cat >"$d/$name.conf" <<EOF
 Port $port
 Listen 127.0.0.1

@@ -1,4 +1,5 @@
 //! Clone and push through every Git transport of the test environment (`hack/testenv.sh up`), with the git CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] functions panic on failure by design.
 
 use std::path::Path;
 use std::process::Command;

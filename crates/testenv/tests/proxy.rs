@@ -1,4 +1,5 @@
 //! HTTP requests through the test environment's proxies (`hack/testenv.sh up`): plain HTTP (absolute-form) and
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] functions panic on failure by design.
 //! HTTPS (CONNECT tunnels), with and without basic auth.
 
 use testenv::git::run;

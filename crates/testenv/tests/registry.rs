@@ -1,4 +1,5 @@
 //! Push and list tags through every registry variant of the test environment (`hack/testenv.sh up`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] functions panic on failure by design.
 
 use testenv::registry::{OCI_INDEX, OCI_MANIFEST, RegistryClient};
 use testenv::{Error, RegistryAuth, RegistryVariant, env, unique_name};
