@@ -71,13 +71,13 @@ up() {
   rm -f "$TESTENV_DIR"/*.env "$TESTENV_DIR/env"
   export TESTENV_OWNER=$TESTENV_DIR
   # A failed step must not leave half an environment running.
-  if [ -x "$HERE/kube.sh" ]; then
-    if ! { "$HERE/kube.sh" build && "$HERE/kube.sh" up; }; then
+  if [ -f "$HERE/kube.sh" ]; then
+    if ! { bash "$HERE/kube.sh" build && bash "$HERE/kube.sh" up; }; then
       stop_everything
       die "Kubernetes API server did not come up (logs in $TESTENV_DIR/logs)"
     fi
   fi
-  if ! "$HERE/services.sh" up; then
+  if ! bash "$HERE/services.sh" up; then
     stop_everything
     die "services did not come up (logs in $TESTENV_DIR/logs)"
   fi
@@ -87,8 +87,8 @@ up() {
 }
 
 down() {
-  [ -x "$HERE/kube.sh" ] && { "$HERE/kube.sh" down || true; }
-  "$HERE/services.sh" down || true
+  if [ -f "$HERE/kube.sh" ]; then bash "$HERE/kube.sh" down || true; fi
+  bash "$HERE/services.sh" down || true
   stop_everything
   rm -f "$TESTENV_DIR"/*.env "$TESTENV_DIR/env"
 }

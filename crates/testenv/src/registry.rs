@@ -263,39 +263,43 @@ impl RegistryClient {
         Ok(sha256_digest(bytes))
     }
 
-    /// Push a single-platform image tagged `tag`: the shared empty layer (if missing), a config unique to the tag,
-    /// and the manifest. Returns the manifest digest. Use [`Self::push_tags`] for many tags.
+    /// Push a single-platform image tagged `tag`: the shared empty layer and config (if missing) and a manifest
+    /// unique to the tag (an annotation names it). Returns the manifest digest. Use [`Self::push_tags`] for many.
     pub async fn push_image(&self, repo: &str, tag: &str) -> Result<String> {
-        self.push_blob(repo, &EMPTY_TAR).await?;
-        self.push_image_after_layer(repo, Some(tag), "linux", "amd64", tag)
-            .await
+        let config = self.push_base(repo, "linux", "amd64").await?;
+        self.push_manifest_for(repo, Some(tag), &config, tag).await
     }
 
-    /// Push an image whose layer is already in `repo`; `tag` `None` pushes it by digest only.
-    async fn push_image_after_layer(
-        &self,
-        repo: &str,
-        tag: Option<&str>,
-        os: &str,
-        arch: &str,
-        label: &str,
-    ) -> Result<String> {
-        let layer = sha256_digest(&EMPTY_TAR);
+    /// Upload the empty layer and the config of an `os`/`arch` image unless present; returns the config.
+    async fn push_base(&self, repo: &str, os: &str, arch: &str) -> Result<Vec<u8>> {
+        let layer = self.push_blob(repo, &EMPTY_TAR).await?;
         let config = serde_json::to_vec(&json!({
             "architecture": arch,
             "os": os,
-            "config": { "Labels": { "testenv.image": label } },
             "rootfs": { "type": "layers", "diff_ids": [layer] },
         }))
         .map_err(|e| Error::Protocol(format!("config JSON: {e}")))?;
-        let config_digest = sha256_digest(&config);
-        // A config unique to this image cannot exist yet: skip the HEAD round trip.
-        self.upload_blob(repo, &config, &config_digest).await?;
+        self.push_blob(repo, &config).await?;
+        Ok(config)
+    }
+
+    /// PUT the manifest of an image over `config` and the empty layer, annotated with `label` (which makes its
+    /// digest unique), under `tag` or, if `None`, its digest.
+    async fn push_manifest_for(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        config: &[u8],
+        label: &str,
+    ) -> Result<String> {
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
-            "layers": [{ "mediaType": OCI_LAYER_TAR, "digest": layer, "size": EMPTY_TAR.len() }],
+            "config": { "mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": config.len() },
+            "layers": [{
+                "mediaType": OCI_LAYER_TAR, "digest": sha256_digest(&EMPTY_TAR), "size": EMPTY_TAR.len(),
+            }],
+            "annotations": { "testenv.image": label },
         }))
         .map_err(|e| Error::Protocol(format!("manifest JSON: {e}")))?;
         let reference = match tag {
@@ -306,19 +310,19 @@ impl RegistryClient {
             .await
     }
 
-    /// Push one image per tag with up to `concurrency` requests in flight; returns `(tag, digest)` in tag order.
+    /// Push one image per tag (one manifest PUT each, after the shared blobs) with up to `concurrency` requests in
+    /// flight; returns `(tag, digest)` in tag order. Every tag gets a distinct digest.
     pub async fn push_tags<S: AsRef<str>>(
         &self,
         repo: &str,
         tags: &[S],
         concurrency: usize,
     ) -> Result<Vec<(String, String)>> {
-        self.push_blob(repo, &EMPTY_TAR).await?;
+        let config = self.push_base(repo, "linux", "amd64").await?;
+        let config = &config;
         futures::stream::iter(tags.iter().map(|t| async move {
             let tag = t.as_ref();
-            let d = self
-                .push_image_after_layer(repo, Some(tag), "linux", "amd64", tag)
-                .await?;
+            let d = self.push_manifest_for(repo, Some(tag), config, tag).await?;
             Ok::<_, Error>((tag.to_owned(), d))
         }))
         .buffered(concurrency.max(1))
@@ -333,13 +337,11 @@ impl RegistryClient {
         tag: &str,
         platforms: &[(&str, &str)],
     ) -> Result<String> {
-        self.push_blob(repo, &EMPTY_TAR).await?;
         let mut manifests = Vec::new();
         for (os, arch) in platforms {
+            let config = self.push_base(repo, os, arch).await?;
             let label = format!("{tag}-{os}-{arch}");
-            let digest = self
-                .push_image_after_layer(repo, None, os, arch, &label)
-                .await?;
+            let digest = self.push_manifest_for(repo, None, &config, &label).await?;
             let m = self.manifest(repo, &digest).await?;
             manifests.push(json!({
                 "mediaType": OCI_MANIFEST,
