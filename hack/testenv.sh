@@ -77,9 +77,13 @@ up() {
       die "Kubernetes API server did not come up (logs in $TESTENV_DIR/logs)"
     fi
   fi
+  # A second attempt picks new ports: another process may have taken a port between its pick and its bind.
   if ! bash "$HERE/services.sh" up; then
-    stop_everything
-    die "services did not come up (logs in $TESTENV_DIR/logs)"
+    log "services did not come up; retrying once on new ports"
+    if ! bash "$HERE/services.sh" up; then
+      stop_everything
+      die "services did not come up (logs in $TESTENV_DIR/logs)"
+    fi
   fi
   cat "$TESTENV_DIR"/*.env >"$TESTENV_DIR/env.tmp"
   mv "$TESTENV_DIR/env.tmp" "$TESTENV_DIR/env"
