@@ -11,6 +11,7 @@
 # Every process started under `up` inherits TESTENV_OWNER=$TESTENV_DIR in its environment, so `check` and the
 # stale-process cleanup find them even when they escaped their tracked process group or their pid file is gone.
 # Tests find the variables in the process environment or, failing that, in $TESTENV_DIR/env.
+# TESTENV_NO_KUBE=1 starts the services only (the test of this script uses it).
 
 source "$(dirname "${BASH_SOURCE[0]}")/testenv/lib.sh"
 
@@ -71,7 +72,7 @@ up() {
   rm -f "$TESTENV_DIR"/*.env "$TESTENV_DIR/env"
   export TESTENV_OWNER=$TESTENV_DIR
   # A failed step must not leave half an environment running.
-  if [ -f "$HERE/kube.sh" ]; then
+  if [ -f "$HERE/kube.sh" ] && [ -z "${TESTENV_NO_KUBE:-}" ]; then
     if ! { bash "$HERE/kube.sh" build && bash "$HERE/kube.sh" up; }; then
       stop_everything
       die "Kubernetes API server did not come up (logs in $TESTENV_DIR/logs)"

@@ -305,6 +305,8 @@ EOF
 PAGED_DEFAULT_N=50
 
 build_testenv_server() {
+  # Tests of these scripts run inside `cargo test`, which has built the binary already.
+  if [ -n "${TESTENV_SERVER:-}" ] && [ -x "$TESTENV_SERVER" ]; then return 0; fi
   log "building testenv-server (cargo build -p testenv)"
   local target=${CARGO_TARGET_DIR:-target}
   (cd "$TESTENV_REPO" && run_or_die "cargo build of testenv-server" \
