@@ -1,1 +1,6 @@
 //! Controller plumbing shared by both binaries: flags, logging, metrics, health, leader election, events, conditions.
+
+pub mod conditions;
+pub mod features;
+pub mod flags;
+pub mod selector;
