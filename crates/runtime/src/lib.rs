@@ -3,4 +3,8 @@
 pub mod conditions;
 pub mod features;
 pub mod flags;
+pub mod logging;
+pub mod metrics;
 pub mod selector;
+pub mod server;
+pub mod shutdown;
