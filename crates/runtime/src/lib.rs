@@ -1,10 +1,16 @@
 //! Controller plumbing shared by both binaries: flags, logging, metrics, health, leader election, events, conditions.
 
+pub mod client;
 pub mod conditions;
+pub mod events;
 pub mod features;
 pub mod flags;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod selector;
 pub mod server;
 pub mod shutdown;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,259 @@
+//! Lease-based leader election (kube-lease-manager), driving when the controllers run.
+//!
+//! * Standby replicas wait for the lease; the controllers start only once it is held.
+//! * On shutdown (SIGTERM) the controllers stop, then the lease is released at once when
+//!   `--leader-election-release-on-cancel` (the default), so a successor takes over immediately.
+//! * A killed leader stops renewing; others take over once `--leader-election-lease-duration`
+//!   has passed since its last renewal.
+//! * A leader that cannot confirm its lease within `--leader-election-renew-deadline` (API server
+//!   unreachable, or another holder) stops and the process exits non-zero, as controller-runtime
+//!   does, so two leaders never act at once.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube_lease_manager::LeaseManagerBuilder;
+
+use crate::metrics::{Metrics, NameLabels};
+use crate::server::Health;
+use crate::shutdown::{self, Shutdown};
+
+/// Leader-election settings, from the `--leader-election-*` flags.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// Lease name (see [`crate::flags::CommonFlags::lease_name`]).
+    pub lease_name: String,
+    /// Namespace of the lease.
+    pub namespace: String,
+    /// This replica's identity (`<hostname>_<random>`).
+    pub identity: String,
+    /// `--leader-election-lease-duration`.
+    pub lease_duration: Duration,
+    /// `--leader-election-renew-deadline`.
+    pub renew_deadline: Duration,
+    /// `--leader-election-retry-period`.
+    pub retry_period: Duration,
+    /// `--leader-election-release-on-cancel`.
+    pub release_on_cancel: bool,
+}
+
+/// Why leader election ended the process.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The lease was lost or could not be renewed in time.
+    #[error("leader election lost: {0}")]
+    Lost(String),
+    /// The controllers failed.
+    #[error(transparent)]
+    Work(#[from] anyhow::Error),
+}
+
+/// A unique identity for this replica: hostname plus random suffix, like controller-runtime.
+pub fn identity() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_string());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{host}_{:016x}", h.finish())
+}
+
+/// Lease duration and renew grace in whole seconds for kube-lease-manager: the holder renews
+/// every retry period, like client-go (grace = duration − retry period, at least 1s, below duration).
+pub fn lease_seconds(cfg: &LeaderConfig) -> (u64, u64) {
+    let duration = cfg.lease_duration.as_secs_f64().ceil().max(2.0) as u64;
+    let retry = cfg.retry_period.as_secs_f64().ceil().max(1.0) as u64;
+    let grace = duration.saturating_sub(retry).clamp(1, duration - 1);
+    (duration, grace)
+}
+
+/// Runs `work` only while holding the lease; see the module documentation.
+///
+/// `work` receives a [`Shutdown`] that fires when it must stop (process shutdown or lost lease).
+pub async fn run_elected<F, Fut>(
+    client: kube::Client,
+    cfg: LeaderConfig,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    work: F,
+) -> Result<(), LeaderError>
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let labels = NameLabels {
+        name: cfg.lease_name.clone(),
+    };
+    let gauge = metrics.leader_status.get_or_create(&labels).clone();
+    gauge.set(0);
+    let (duration, grace) = lease_seconds(&cfg);
+
+    // Build the manager; the API server may be down, so retry until shutdown.
+    let mut delay = Duration::from_millis(500);
+    let manager = loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+            .with_namespace(&cfg.namespace)
+            .with_identity(&cfg.identity)
+            .with_duration(duration)
+            .with_grace(grace)
+            .build();
+        tokio::select! {
+            res = built => match res {
+                Ok(m) => break m,
+                Err(e) => tracing::error!(error = %e, lease = %cfg.lease_name, namespace = %cfg.namespace,
+                    "cannot set up the leader election lease; retrying in {delay:?}"),
+            },
+            () = shutdown.clone().wait() => return Ok(()),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {},
+            () = shutdown.clone().wait() => return Ok(()),
+        }
+        delay = (delay * 2).min(cfg.retry_period.max(Duration::from_secs(1)) * 6);
+    };
+
+    tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), identity = %cfg.identity,
+        "attempting to acquire leader lease");
+    let (mut rx, lease_task) = manager.watch().await;
+    loop {
+        if *rx.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Err(LeaderError::Lost("lease manager stopped".into()));
+                }
+            }
+            () = shutdown.clone().wait() => {
+                drop(rx);
+                let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+                return Ok(());
+            }
+        }
+    }
+    tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), "successfully acquired lease");
+    gauge.set(1);
+    health.set_leading(true);
+
+    let (work_trigger, work_shutdown) = shutdown::channel();
+    let mut work_task = tokio::spawn(work(work_shutdown));
+    let watchdog = renew_watchdog(client.clone(), cfg.clone());
+    tokio::pin!(watchdog);
+
+    let outcome: Result<(), LeaderError> = tokio::select! {
+        () = shutdown.clone().wait() => Ok(()),
+        lost = &mut watchdog => Err(LeaderError::Lost(lost)),
+        changed = rx.changed() => match changed {
+            Ok(()) if *rx.borrow() => Err(LeaderError::Lost("lease state changed unexpectedly".into())),
+            _ => Err(LeaderError::Lost("lease taken by another replica".into())),
+        },
+        res = &mut work_task => {
+            gauge.set(0);
+            drop(rx);
+            let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+            return match res {
+                Ok(r) => r.map_err(LeaderError::Work),
+                Err(e) => Err(LeaderError::Work(anyhow::anyhow!("controllers panicked: {e}"))),
+            };
+        }
+    };
+
+    // Stop the controllers first, so nothing reconciles once the lease is released.
+    work_trigger.fire();
+    match tokio::time::timeout(Duration::from_secs(8), &mut work_task).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "controllers stopped with an error"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("controllers did not stop within 8s; aborting them");
+            work_task.abort();
+        }
+    }
+    gauge.set(0);
+    health.set_leading(false);
+    if cfg.release_on_cancel && outcome.is_ok() {
+        // Dropping the receiver makes the lease task release the lease and exit.
+        drop(rx);
+        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+            Ok(Ok(Ok(_))) => tracing::info!(lease = %cfg.lease_name, "released leader lease"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "failed to release the leader lease"),
+            Ok(Err(e)) => tracing::error!(error = %e, "lease task failed"),
+            Err(_) => tracing::error!("timed out releasing the leader lease"),
+        }
+    } else {
+        lease_task.abort();
+    }
+    outcome
+}
+
+/// Resolves with a reason once this replica can no longer prove it holds the lease: another
+/// holder is recorded, or no successful read for longer than the renew deadline.
+async fn renew_watchdog(client: kube::Client, cfg: LeaderConfig) -> String {
+    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(cfg.retry_period).await;
+        match api.get(&cfg.lease_name).await {
+            Ok(lease) => {
+                let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+                if holder == cfg.identity {
+                    last_ok = Instant::now();
+                } else if last_ok.elapsed() > cfg.renew_deadline {
+                    return format!("lease is held by '{holder}'");
+                }
+            }
+            Err(e) => {
+                if last_ok.elapsed() > cfg.renew_deadline {
+                    return format!(
+                        "could not confirm the lease within the renew deadline ({:?}): {e}",
+                        cfg.renew_deadline
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(lease: u64, retry: u64) -> LeaderConfig {
+        LeaderConfig {
+            lease_name: "x".into(),
+            namespace: "ns".into(),
+            identity: identity(),
+            lease_duration: Duration::from_secs(lease),
+            renew_deadline: Duration::from_secs(lease - 1),
+            retry_period: Duration::from_secs(retry),
+            release_on_cancel: true,
+        }
+    }
+
+    #[test]
+    fn lease_timing_follows_flags() {
+        assert_eq!(lease_seconds(&cfg(35, 5)), (35, 30));
+        assert_eq!(lease_seconds(&cfg(15, 2)), (15, 13));
+        // Degenerate values stay within the crate's rules (0 < grace < duration).
+        assert_eq!(lease_seconds(&cfg(2, 5)), (2, 1));
+    }
+
+    #[test]
+    fn identities_are_unique() {
+        let a = identity();
+        let b = identity();
+        assert_ne!(a, b);
+        assert!(a.contains('_'));
+    }
+}
