@@ -214,7 +214,12 @@ impl<'a> Conditions<'a> {
     pub fn mark_retrying(&mut self) {
         if let Some(c) = get(self.list, RECONCILING) {
             let (status, message) = (c.status.clone(), c.message.clone());
-            self.set(RECONCILING, &status, PROGRESSING_WITH_RETRY_REASON, &message);
+            self.set(
+                RECONCILING,
+                &status,
+                PROGRESSING_WITH_RETRY_REASON,
+                &message,
+            );
         }
     }
 }
@@ -344,7 +349,9 @@ impl<F: Fn(&ReconcileResult, bool) -> bool> ResultFinalizer<F> {
             && is_false(c.list(), READY)
             && !is_stalled(c.list())
         {
-            err = Some(FinalizeError::NotReady(message(c.list(), READY).to_string()));
+            err = Some(FinalizeError::NotReady(
+                message(c.list(), READY).to_string(),
+            ));
         }
         // 7. Ready=True when nothing else decided Ready.
         if is_unknown(c.list(), READY)

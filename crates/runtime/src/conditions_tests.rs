@@ -104,14 +104,56 @@ fn predicates() {
         ready_unknown: bool,
     }
     let cases = [
-        Case { conds: &[], ready: false, stalled: false, reconciling: false, ready_unknown: true },
-        Case { conds: &[(READY, TRUE)], ready: true, stalled: false, reconciling: false, ready_unknown: false },
-        Case { conds: &[(READY, UNKNOWN)], ready: false, stalled: false, reconciling: false, ready_unknown: true },
-        Case { conds: &[(READY, TRUE), (RECONCILING, TRUE)], ready: false, stalled: false, reconciling: true, ready_unknown: false },
-        Case { conds: &[(READY, TRUE), (STALLED, TRUE)], ready: false, stalled: true, reconciling: false, ready_unknown: false },
+        Case {
+            conds: &[],
+            ready: false,
+            stalled: false,
+            reconciling: false,
+            ready_unknown: true,
+        },
+        Case {
+            conds: &[(READY, TRUE)],
+            ready: true,
+            stalled: false,
+            reconciling: false,
+            ready_unknown: false,
+        },
+        Case {
+            conds: &[(READY, UNKNOWN)],
+            ready: false,
+            stalled: false,
+            reconciling: false,
+            ready_unknown: true,
+        },
+        Case {
+            conds: &[(READY, TRUE), (RECONCILING, TRUE)],
+            ready: false,
+            stalled: false,
+            reconciling: true,
+            ready_unknown: false,
+        },
+        Case {
+            conds: &[(READY, TRUE), (STALLED, TRUE)],
+            ready: false,
+            stalled: true,
+            reconciling: false,
+            ready_unknown: false,
+        },
         // Both negative-polarity conditions True: neither stalled nor reconciling, so Ready counts.
-        Case { conds: &[(READY, TRUE), (STALLED, TRUE), (RECONCILING, TRUE)], ready: true, stalled: false, reconciling: false, ready_unknown: false },
-        Case { conds: &[(READY, TRUE), (STALLED, FALSE), (RECONCILING, FALSE)], ready: true, stalled: false, reconciling: false, ready_unknown: false },
+        Case {
+            conds: &[(READY, TRUE), (STALLED, TRUE), (RECONCILING, TRUE)],
+            ready: true,
+            stalled: false,
+            reconciling: false,
+            ready_unknown: false,
+        },
+        Case {
+            conds: &[(READY, TRUE), (STALLED, FALSE), (RECONCILING, FALSE)],
+            ready: true,
+            stalled: false,
+            reconciling: false,
+            ready_unknown: false,
+        },
     ];
     for (i, case) in cases.iter().enumerate() {
         let mut list = Vec::new();
@@ -121,8 +163,16 @@ fn predicates() {
         }
         assert_eq!(is_ready(&list), case.ready, "case {i} ready");
         assert_eq!(is_stalled(&list), case.stalled, "case {i} stalled");
-        assert_eq!(is_reconciling(&list), case.reconciling, "case {i} reconciling");
-        assert_eq!(is_unknown(&list, READY), case.ready_unknown, "case {i} unknown");
+        assert_eq!(
+            is_reconciling(&list),
+            case.reconciling,
+            "case {i} reconciling"
+        );
+        assert_eq!(
+            is_unknown(&list, READY),
+            case.ready_unknown,
+            "case {i} unknown"
+        );
     }
 }
 
@@ -149,15 +199,50 @@ fn progressive_status_touches_ready_only_when_unknown_absent_or_drift() {
     );
     let cases: Vec<Case> = vec![
         // Ready absent ⇒ Ready=Unknown with the progress reason/message.
-        (&[], false, vec![c4(RECONCILING, TRUE, "P", "msg"), c4(READY, UNKNOWN, "P", "msg")]),
+        (
+            &[],
+            false,
+            vec![
+                c4(RECONCILING, TRUE, "P", "msg"),
+                c4(READY, UNKNOWN, "P", "msg"),
+            ],
+        ),
         // Ready=True, no drift ⇒ left alone.
-        (&[(READY, TRUE, "Succeeded")], false, vec![c4(RECONCILING, TRUE, "P", "msg"), c4(READY, TRUE, "Succeeded", "m")]),
+        (
+            &[(READY, TRUE, "Succeeded")],
+            false,
+            vec![
+                c4(RECONCILING, TRUE, "P", "msg"),
+                c4(READY, TRUE, "Succeeded", "m"),
+            ],
+        ),
         // Ready=False, no drift ⇒ left alone.
-        (&[(READY, FALSE, "Failed")], false, vec![c4(RECONCILING, TRUE, "P", "msg"), c4(READY, FALSE, "Failed", "m")]),
+        (
+            &[(READY, FALSE, "Failed")],
+            false,
+            vec![
+                c4(RECONCILING, TRUE, "P", "msg"),
+                c4(READY, FALSE, "Failed", "m"),
+            ],
+        ),
         // Ready=True with drift ⇒ Unknown.
-        (&[(READY, TRUE, "Succeeded")], true, vec![c4(RECONCILING, TRUE, "P", "msg"), c4(READY, UNKNOWN, "P", "msg")]),
+        (
+            &[(READY, TRUE, "Succeeded")],
+            true,
+            vec![
+                c4(RECONCILING, TRUE, "P", "msg"),
+                c4(READY, UNKNOWN, "P", "msg"),
+            ],
+        ),
         // Stalled is removed.
-        (&[(STALLED, TRUE, "X"), (READY, FALSE, "X")], false, vec![c4(RECONCILING, TRUE, "P", "msg"), c4(READY, FALSE, "X", "m")]),
+        (
+            &[(STALLED, TRUE, "X"), (READY, FALSE, "X")],
+            false,
+            vec![
+                c4(RECONCILING, TRUE, "P", "msg"),
+                c4(READY, FALSE, "X", "m"),
+            ],
+        ),
     ];
     for (i, (before, drift, want)) in cases.into_iter().enumerate() {
         let mut list = Vec::new();
@@ -182,7 +267,12 @@ fn mark_retrying_changes_only_the_reason() {
     assert_eq!(
         shape(c.list()),
         vec![
-            c4(RECONCILING, TRUE, PROGRESSING_WITH_RETRY_REASON, "scanning: first scan"),
+            c4(
+                RECONCILING,
+                TRUE,
+                PROGRESSING_WITH_RETRY_REASON,
+                "scanning: first scan"
+            ),
             c4(READY, FALSE, "ReadOperationFailed", "scan failed: boom"),
         ]
     );
@@ -245,27 +335,42 @@ fn finalize_cases() -> Vec<FinalizeCase> {
             result: ZERO,
             error: Some("boom"),
             annotation: None,
-            want: &[(RECONCILING, TRUE, "P", "p"), (READY, FALSE, FAILED_REASON, "boom")],
+            want: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (READY, FALSE, FAILED_REASON, "boom"),
+            ],
             want_error: Some("boom"),
         },
         FinalizeCase {
             name: "error keeps a specific Ready=False",
             kind: WithRequeue,
-            before: &[(RECONCILING, TRUE, "P", "p"), (READY, FALSE, "AuthenticationFailed", "no creds")],
+            before: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (READY, FALSE, "AuthenticationFailed", "no creds"),
+            ],
             result: ZERO,
             error: Some("boom"),
             annotation: None,
-            want: &[(RECONCILING, TRUE, "P", "p"), (READY, FALSE, "AuthenticationFailed", "no creds")],
+            want: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (READY, FALSE, "AuthenticationFailed", "no creds"),
+            ],
             want_error: Some("boom"),
         },
         FinalizeCase {
             name: "error overwrites Ready=True",
             kind: WithRequeue,
-            before: &[(RECONCILING, TRUE, "P", "p"), (READY, TRUE, SUCCEEDED_REASON, "old")],
+            before: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (READY, TRUE, SUCCEEDED_REASON, "old"),
+            ],
             result: ZERO,
             error: Some("boom"),
             annotation: None,
-            want: &[(RECONCILING, TRUE, "P", "p"), (READY, FALSE, FAILED_REASON, "boom")],
+            want: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (READY, FALSE, FAILED_REASON, "boom"),
+            ],
             want_error: Some("boom"),
         },
         FinalizeCase {
@@ -275,37 +380,58 @@ fn finalize_cases() -> Vec<FinalizeCase> {
             result: ZERO,
             error: Some("boom"),
             annotation: None,
-            want: &[(RECONCILING, TRUE, "P", "p"), (READY, FALSE, FAILED_REASON, "boom")],
+            want: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (READY, FALSE, FAILED_REASON, "boom"),
+            ],
             want_error: Some("boom"),
         },
         FinalizeCase {
             name: "stalled with Ready absent mirrors Stalled into Ready and drops Reconciling",
             kind: WithRequeue,
-            before: &[(RECONCILING, TRUE, "P", "p"), (STALLED, TRUE, "ImageURLInvalid", "bad url")],
+            before: &[
+                (RECONCILING, TRUE, "P", "p"),
+                (STALLED, TRUE, "ImageURLInvalid", "bad url"),
+            ],
             result: ZERO,
             error: None,
             annotation: None,
-            want: &[(STALLED, TRUE, "ImageURLInvalid", "bad url"), (READY, FALSE, "ImageURLInvalid", "bad url")],
+            want: &[
+                (STALLED, TRUE, "ImageURLInvalid", "bad url"),
+                (READY, FALSE, "ImageURLInvalid", "bad url"),
+            ],
             want_error: None,
         },
         FinalizeCase {
             name: "stalled overwrites Ready=True",
             kind: WithRequeue,
-            before: &[(STALLED, TRUE, "InvalidPolicy", "bad"), (READY, TRUE, SUCCEEDED_REASON, "old")],
+            before: &[
+                (STALLED, TRUE, "InvalidPolicy", "bad"),
+                (READY, TRUE, SUCCEEDED_REASON, "old"),
+            ],
             result: ZERO,
             error: None,
             annotation: None,
-            want: &[(STALLED, TRUE, "InvalidPolicy", "bad"), (READY, FALSE, "InvalidPolicy", "bad")],
+            want: &[
+                (STALLED, TRUE, "InvalidPolicy", "bad"),
+                (READY, FALSE, "InvalidPolicy", "bad"),
+            ],
             want_error: None,
         },
         FinalizeCase {
             name: "stalled keeps an existing Ready=False reason",
             kind: WithRequeue,
-            before: &[(STALLED, TRUE, "InvalidPolicy", "bad"), (READY, FALSE, "DependencyNotReady", "old")],
+            before: &[
+                (STALLED, TRUE, "InvalidPolicy", "bad"),
+                (READY, FALSE, "DependencyNotReady", "old"),
+            ],
             result: ZERO,
             error: None,
             annotation: None,
-            want: &[(STALLED, TRUE, "InvalidPolicy", "bad"), (READY, FALSE, "DependencyNotReady", "old")],
+            want: &[
+                (STALLED, TRUE, "InvalidPolicy", "bad"),
+                (READY, FALSE, "DependencyNotReady", "old"),
+            ],
             want_error: None,
         },
         FinalizeCase {
@@ -331,17 +457,26 @@ fn finalize_cases() -> Vec<FinalizeCase> {
         FinalizeCase {
             name: "dependency wait: Ready=False kept, Reconciling kept, no error",
             kind: WithRequeue,
-            before: &[(RECONCILING, TRUE, "Progressing", "p"), (READY, FALSE, "DependencyNotReady", "no tags")],
+            before: &[
+                (RECONCILING, TRUE, "Progressing", "p"),
+                (READY, FALSE, "DependencyNotReady", "no tags"),
+            ],
             result: OTHER_AFTER,
             error: None,
             annotation: None,
-            want: &[(RECONCILING, TRUE, "Progressing", "p"), (READY, FALSE, "DependencyNotReady", "no tags")],
+            want: &[
+                (RECONCILING, TRUE, "Progressing", "p"),
+                (READY, FALSE, "DependencyNotReady", "no tags"),
+            ],
             want_error: None,
         },
         FinalizeCase {
             name: "success removes Reconciling and sets Ready=True",
             kind: WithRequeue,
-            before: &[(RECONCILING, TRUE, "Progressing", "p"), (READY, UNKNOWN, "Progressing", "p")],
+            before: &[
+                (RECONCILING, TRUE, "Progressing", "p"),
+                (READY, UNKNOWN, "Progressing", "p"),
+            ],
             result: OK,
             error: None,
             annotation: None,
@@ -444,7 +579,8 @@ fn finalize_cases() -> Vec<FinalizeCase> {
 #[test]
 fn result_finalizer_table() {
     for case in finalize_cases() {
-        let with_requeue = |r: &ReconcileResult, err: bool| !err && !r.requeue && r.requeue_after == INTERVAL;
+        let with_requeue =
+            |r: &ReconcileResult, err: bool| !err && !r.requeue && r.requeue_after == INTERVAL;
         let no_requeue = |r: &ReconcileResult, err: bool| !err && r.is_zero();
         let mut list = Vec::new();
         let mut c = Conditions::at(&mut list, 3, t(0));
@@ -469,7 +605,11 @@ fn result_finalizer_table() {
                 &mut last_handled,
             ),
         };
-        let want: Vec<_> = case.want.iter().map(|(a, b, r, m)| c4(a, b, r, m)).collect();
+        let want: Vec<_> = case
+            .want
+            .iter()
+            .map(|(a, b, r, m)| c4(a, b, r, m))
+            .collect();
         assert_eq!(shape(c.list()), want, "{} ({:?})", case.name, case.kind);
         assert_eq!(
             got.err().map(|e| e.to_string()),

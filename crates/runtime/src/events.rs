@@ -205,8 +205,15 @@ impl EventRecorder {
         let mut reference = obj.object_ref(&());
         // Flux's references carry no field path.
         reference.field_path = None;
-        self.publish(&reference, obj.annotations(), type_, reason, message, metadata)
-            .await;
+        self.publish(
+            &reference,
+            obj.annotations(),
+            type_,
+            reason,
+            message,
+            metadata,
+        )
+        .await;
     }
 
     /// Records an event: logs it, writes or bumps the core/v1 Event, and forwards it to
@@ -234,7 +241,10 @@ impl EventRecorder {
             }
             _ => tracing::info!(name, namespace, reason, "{message}"),
         }
-        if let Err(e) = self.record_kubernetes(target, type_, reason, message, &metadata).await {
+        if let Err(e) = self
+            .record_kubernetes(target, type_, reason, message, &metadata)
+            .await
+        {
             tracing::error!(error = %e, name, namespace, reason, "unable to record event");
         }
         if type_ == EventType::Trace {
@@ -304,7 +314,13 @@ impl EventRecorder {
             {
                 Ok(_) => {
                     if let Ok(mut c) = self.cache.lock() {
-                        c.put(key, Seen { name: seen.name, count });
+                        c.put(
+                            key,
+                            Seen {
+                                name: seen.name,
+                                count,
+                            },
+                        );
                     }
                     return Ok(());
                 }
@@ -361,7 +377,11 @@ fn now_nanos() -> u128 {
 /// Flux refuses to forward an event about an object without kind, name or namespace.
 fn validate_for_webhook(ev: &NotificationEvent) -> Result<(), String> {
     let o = &ev.involved_object;
-    for (what, v) in [("kind", &o.kind), ("name", &o.name), ("namespace", &o.namespace)] {
+    for (what, v) in [
+        ("kind", &o.kind),
+        ("name", &o.name),
+        ("namespace", &o.namespace),
+    ] {
         if v.as_deref().unwrap_or_default().is_empty() {
             return Err(format!("failed to get object {what}"));
         }

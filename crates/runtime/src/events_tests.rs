@@ -18,7 +18,10 @@ fn target() -> (ObjectReference, BTreeMap<String, String>) {
             field_path: None,
         },
         BTreeMap::from([
-            ("event.toolkit.fluxcd.io/token".to_string(), "abc".to_string()),
+            (
+                "event.toolkit.fluxcd.io/token".to_string(),
+                "abc".to_string(),
+            ),
             ("unrelated/annotation".to_string(), "x".to_string()),
         ]),
     )
@@ -48,7 +51,11 @@ async fn repeated_event_is_created_once_then_counted() {
                 "reportingComponent": "image-reflector-controller"
             })
         );
-        assert!(ev["metadata"]["annotations"].get("unrelated/annotation").is_none());
+        assert!(
+            ev["metadata"]["annotations"]
+                .get("unrelated/annotation")
+                .is_none()
+        );
         let name = ev["metadata"]["name"].as_str().unwrap().to_string();
         assert!(name.starts_with("podinfo."), "{name}");
         s.reply(201, &ev).await;
@@ -59,10 +66,7 @@ async fn repeated_event_is_created_once_then_counted() {
             req.uri.path(),
             format!("/api/v1/namespaces/flux-system/events/{name}")
         );
-        assert_eq!(
-            req.headers["content-type"],
-            "application/merge-patch+json"
-        );
+        assert_eq!(req.headers["content-type"], "application/merge-patch+json");
         let patch: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(patch["count"], 2);
         assert!(patch["lastTimestamp"].is_string());
@@ -76,8 +80,15 @@ async fn repeated_event_is_created_once_then_counted() {
     let rec = EventRecorder::new(client, "image-reflector-controller", "").unwrap();
     let (t, ann) = target();
     for msg in ["successful scan", "successful scan", "other"] {
-        rec.publish(&t, &ann, EventType::Normal, "Succeeded", msg, BTreeMap::new())
-            .await;
+        rec.publish(
+            &t,
+            &ann,
+            EventType::Normal,
+            "Succeeded",
+            msg,
+            BTreeMap::new(),
+        )
+        .await;
     }
     server.finish().await;
 }
@@ -106,8 +117,15 @@ async fn expired_event_is_recreated_and_trace_is_normal() {
     let rec = EventRecorder::new(client, "image-reflector-controller", "").unwrap();
     let (t, ann) = target();
     for _ in 0..2 {
-        rec.publish(&t, &ann, EventType::Trace, "Succeeded", "no change", BTreeMap::new())
-            .await;
+        rec.publish(
+            &t,
+            &ann,
+            EventType::Trace,
+            "Succeeded",
+            "no change",
+            BTreeMap::new(),
+        )
+        .await;
     }
     server.finish().await;
 }
@@ -139,12 +157,22 @@ async fn webhook_gets_flux_format_and_never_traces() {
             s.reply(201, &ev).await;
         }
     });
-    let rec =
-        EventRecorder::new(client, "image-automation-controller", &format!("http://{addr}/"))
-            .unwrap();
+    let rec = EventRecorder::new(
+        client,
+        "image-automation-controller",
+        &format!("http://{addr}/"),
+    )
+    .unwrap();
     let (t, ann) = target();
-    rec.publish(&t, &ann, EventType::Trace, "Succeeded", "nothing", BTreeMap::new())
-        .await;
+    rec.publish(
+        &t,
+        &ann,
+        EventType::Trace,
+        "Succeeded",
+        "nothing",
+        BTreeMap::new(),
+    )
+    .await;
     rec.publish(
         &t,
         &ann,
@@ -154,8 +182,15 @@ async fn webhook_gets_flux_format_and_never_traces() {
         BTreeMap::from([("revision".to_string(), "main@sha1:abc".to_string())]),
     )
     .await;
-    rec.publish(&t, &ann, EventType::Normal, "Succeeded", "pushed", BTreeMap::new())
-        .await;
+    rec.publish(
+        &t,
+        &ann,
+        EventType::Normal,
+        "Succeeded",
+        "pushed",
+        BTreeMap::new(),
+    )
+    .await;
     server.finish().await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -189,9 +224,14 @@ async fn webhook_gets_flux_format_and_never_traces() {
 
 #[test]
 fn bad_events_addr_is_refused() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let _g = rt.enter();
     let (client, _h) = mock_client();
     let err = EventRecorder::new(client, "x", "::not a url").unwrap_err();
-    assert!(err.to_string().starts_with("invalid --events-addr '::not a url'"));
+    assert!(
+        err.to_string()
+            .starts_with("invalid --events-addr '::not a url'")
+    );
 }

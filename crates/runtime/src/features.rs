@@ -116,7 +116,9 @@ pub enum GateError {
     #[error("malformed pair '{0}', expect string=bool")]
     Malformed(String),
     /// The value is not a Go `strconv.ParseBool` boolean.
-    #[error("invalid value of {name}: {value}, expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False")]
+    #[error(
+        "invalid value of {name}: {value}, expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"
+    )]
     InvalidBool {
         /// Gate name.
         name: String,
@@ -179,12 +181,14 @@ impl FeatureGates {
         let mut values: BTreeMap<&'static str, bool> =
             table.iter().map(|g| (g.name, g.default)).collect();
         for (name, value) in assignments {
-            let gate = table.iter().find(|g| g.name == name).ok_or_else(|| {
-                GateError::Unsupported {
-                    name: name.clone(),
-                    supported: table.iter().map(|g| g.name).collect::<Vec<_>>().join(", "),
-                }
-            })?;
+            let gate =
+                table
+                    .iter()
+                    .find(|g| g.name == name)
+                    .ok_or_else(|| GateError::Unsupported {
+                        name: name.clone(),
+                        supported: table.iter().map(|g| g.name).collect::<Vec<_>>().join(", "),
+                    })?;
             values.insert(gate.name, *value);
         }
         Ok(Self { table, values })
@@ -206,7 +210,11 @@ impl FeatureGates {
 
 impl fmt::Display for FeatureGates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parts: Vec<String> = self
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -219,7 +227,10 @@ pub fn help_table(table: &[Gate]) -> String {
             GateEffect::ChangesBehaviour => "changes behaviour as upstream".to_string(),
             GateEffect::Ignored(why) => format!("accepted and ignored: {why}"),
         };
-        s.push_str(&format!("  {} (default {}): {}\n", g.name, g.default, effect));
+        s.push_str(&format!(
+            "  {} (default {}): {}\n",
+            g.name, g.default, effect
+        ));
     }
     s
 }

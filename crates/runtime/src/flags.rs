@@ -234,7 +234,8 @@ pub enum FlagError {
 impl CommonFlags {
     /// Resolves `--feature-gates` against a controller's gate table and checks cross-flag rules.
     pub fn validate(&self, table: &'static [Gate]) -> Result<FeatureGates, FlagError> {
-        let assignments: Vec<(String, bool)> = self.feature_gates.iter().flatten().cloned().collect();
+        let assignments: Vec<(String, bool)> =
+            self.feature_gates.iter().flatten().cloned().collect();
         let gates = FeatureGates::resolve(table, &assignments)?;
         if !self.default_service_account.is_empty()
             && !gates.enabled(features::OBJECT_LEVEL_WORKLOAD_IDENTITY)
@@ -292,7 +293,8 @@ impl CommonFlags {
         match std::env::var("RUNTIME_NAMESPACE") {
             Ok(ns) if !ns.is_empty() => Ok(Some(ns)),
             _ => Err(FlagError::Invalid(
-                "--watch-all-namespaces=false needs the RUNTIME_NAMESPACE environment variable".into(),
+                "--watch-all-namespaces=false needs the RUNTIME_NAMESPACE environment variable"
+                    .into(),
             )),
         }
     }
@@ -645,7 +647,10 @@ mod tests {
         // sha256("sharding.fluxcd.io/shard=shard1")[:8]
         let name = f.common.lease_name("image-reflector-controller");
         assert!(name.starts_with("image-reflector-controller-leader-election-"));
-        assert_eq!(name.len(), "image-reflector-controller-leader-election-".len() + 8);
+        assert_eq!(
+            name.len(),
+            "image-reflector-controller-leader-election-".len() + 8
+        );
     }
 
     #[test]

@@ -206,7 +206,10 @@ async fn renew_watchdog(client: kube::Client, cfg: LeaderConfig) -> String {
         tokio::time::sleep(cfg.retry_period).await;
         match api.get(&cfg.lease_name).await {
             Ok(lease) => {
-                let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+                let holder = lease
+                    .spec
+                    .and_then(|s| s.holder_identity)
+                    .unwrap_or_default();
                 if holder == cfg.identity {
                     last_ok = Instant::now();
                 } else if last_ok.elapsed() > cfg.renew_deadline {

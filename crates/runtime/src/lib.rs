@@ -8,6 +8,7 @@ pub mod flags;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod reconcile;
 pub mod selector;
 pub mod server;
 pub mod shutdown;

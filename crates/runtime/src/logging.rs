@@ -42,7 +42,16 @@ pub fn filter(level: LogLevel) -> Result<EnvFilter, LoggingError> {
         LogLevel::Info => "info",
         LogLevel::Error => "error",
     };
-    let quiet = ["hyper", "hyper_util", "h2", "rustls", "tower", "reqwest", "kube_client", "kube_runtime"];
+    let quiet = [
+        "hyper",
+        "hyper_util",
+        "h2",
+        "rustls",
+        "tower",
+        "reqwest",
+        "kube_client",
+        "kube_runtime",
+    ];
     let mut spec = base.to_string();
     if matches!(level, LogLevel::Trace | LogLevel::Debug) {
         for q in quiet {
@@ -178,7 +187,9 @@ where
         event.record(&mut JsonVisitor(&mut event_fields));
         map.insert(
             "msg".into(),
-            event_fields.remove("msg").unwrap_or(Value::String(String::new())),
+            event_fields
+                .remove("msg")
+                .unwrap_or(Value::String(String::new())),
         );
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -259,6 +270,11 @@ mod tests {
     #[test]
     fn level_filters() {
         assert!(filter(LogLevel::Info).is_ok());
-        assert!(filter(LogLevel::Trace).unwrap().to_string().contains("hyper=warn"));
+        assert!(
+            filter(LogLevel::Trace)
+                .unwrap()
+                .to_string()
+                .contains("hyper=warn")
+        );
     }
 }

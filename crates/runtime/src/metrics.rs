@@ -274,10 +274,22 @@ impl Collector for ProcessCollector {
             return Ok(());
         };
         let gauges: [(&str, &str, u64); 4] = [
-            ("process_resident_memory_bytes", "Resident memory size in bytes", rss),
-            ("process_virtual_memory_bytes", "Virtual memory size in bytes", vsz),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                rss,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                vsz,
+            ),
             ("process_open_fds", "Number of open file descriptors", fds),
-            ("process_threads", "Number of OS threads in the process", threads),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                threads,
+            ),
         ];
         for (name, help, v) in gauges {
             let g = ConstGauge::new(v as i64);

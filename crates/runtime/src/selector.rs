@@ -42,7 +42,9 @@ fn requirement(input: &str) -> Result<&str, String> {
     for op in ["==", "!=", "="] {
         if let Some(r) = rest.strip_prefix(op) {
             let r = r.trim_start();
-            let end = r.find(|c: char| c == ',' || c.is_whitespace()).unwrap_or(r.len());
+            let end = r
+                .find(|c: char| c == ',' || c.is_whitespace())
+                .unwrap_or(r.len());
             check_value(&r[..end])?;
             return Ok(&r[end..]);
         }
@@ -89,7 +91,8 @@ fn check_key(key: &str) -> Result<(), String> {
                 && prefix.len() <= 253
                 && prefix.split('.').all(|l| {
                     !l.is_empty()
-                        && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && l.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                         && !l.starts_with('-')
                         && !l.ends_with('-')
                 });
@@ -130,7 +133,16 @@ mod tests {
 
     #[test]
     fn invalid_selectors() {
-        for s in ["a in (b", "=b", "a=b=c", "a b", "Bad_Prefix/x=y", "a=-b", "a in ()", "a,,b"] {
+        for s in [
+            "a in (b",
+            "=b",
+            "a=b=c",
+            "a b",
+            "Bad_Prefix/x=y",
+            "a=-b",
+            "a in ()",
+            "a,,b",
+        ] {
             assert!(validate(s).is_err(), "{s}");
         }
     }

@@ -185,9 +185,14 @@ mod tests {
     async fn endpoints_answer() {
         let h = Health::new();
         let (trigger, shutdown) = crate::shutdown::channel();
-        let task = serve("health", "127.0.0.1:0", health_router(h.clone()), shutdown.clone())
-            .await
-            .unwrap();
+        let task = serve(
+            "health",
+            "127.0.0.1:0",
+            health_router(h.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         // Bind a second one to learn a port we can query.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -219,6 +224,9 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let (_t, s) = crate::shutdown::channel();
         let err = serve("metrics", &addr, Router::new(), s).await.unwrap_err();
-        assert!(err.to_string().starts_with(&format!("cannot listen on {addr} for metrics")));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on {addr} for metrics"))
+        );
     }
 }
