@@ -1,5 +1,6 @@
 //! Controller plumbing shared by both binaries: flags, logging, metrics, health, leader election, events, conditions.
 
+pub mod app;
 pub mod client;
 pub mod conditions;
 pub mod events;

@@ -1,0 +1,152 @@
+//! The controller process: logging, client configuration, metrics and health servers, API-server
+//! probe, signal handling, events and leader election, around the controllers a binary starts.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::events::EventRecorder;
+use crate::features::{FeatureGates, GateEffect};
+use crate::flags::CommonFlags;
+use crate::leader::{self, LeaderConfig};
+use crate::metrics::Metrics;
+use crate::reconcile::{Backoff, Context};
+use crate::server::{self, Health};
+use crate::shutdown::{self, Shutdown};
+
+/// Everything a binary's controllers receive.
+pub struct Started {
+    /// Shared reconcile context (client, events, metrics, backoff).
+    pub ctx: Arc<Context>,
+    /// Fires when the controllers must stop.
+    pub shutdown: Shutdown,
+}
+
+/// Runs a controller process until SIGTERM/SIGINT.
+///
+/// `controllers` starts the binary's controllers and returns when they have stopped; it runs only
+/// while this replica leads (always, without `--enable-leader-election`).
+pub async fn run<F, Fut>(
+    controller: &'static str,
+    flags: &CommonFlags,
+    gates: &FeatureGates,
+    controllers: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Started) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    crate::client::install_crypto_provider();
+    tracing::info!(controller, version = env!("CARGO_PKG_VERSION"), "starting");
+    for (gate, value) in gates.changed() {
+        match gate.effect {
+            GateEffect::ChangesBehaviour => {
+                tracing::info!(gate = gate.name, value, "loading feature gate")
+            }
+            GateEffect::Ignored(why) => {
+                tracing::info!(gate = gate.name, value, "feature gate accepted and ignored: {why}")
+            }
+        }
+    }
+    if flags.kube_api_qps != 50.0 || flags.kube_api_burst != 300 {
+        tracing::info!(
+            "--kube-api-qps/--kube-api-burst are accepted; the API server's priority and fairness throttles instead"
+        );
+    }
+
+    let config = crate::client::load_config(flags.kubeconfig.as_deref()).await?;
+    let lease_namespace = crate::client::lease_namespace(&config);
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    let signals = shutdown::fire_on_signal(trigger.clone());
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new();
+    let mut servers = Vec::new();
+    if let Some(addr) = flags.metrics_addr.as_bind() {
+        servers.push(
+            server::serve(
+                "metrics",
+                addr,
+                server::metrics_router(metrics.clone()),
+                shutdown.clone(),
+            )
+            .await?,
+        );
+    }
+    if let Some(addr) = flags.health_addr.as_bind() {
+        servers.push(
+            server::serve(
+                "health",
+                addr,
+                server::health_router(health.clone()),
+                shutdown.clone(),
+            )
+            .await?,
+        );
+    }
+    let probe = tokio::spawn(crate::reconcile::probe_api_server(
+        client.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+
+    let recorder = Arc::new(EventRecorder::new(
+        client.clone(),
+        controller,
+        &flags.events_addr,
+    )?);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        manager: controller.to_string(),
+        recorder,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        backoff: Backoff::new(flags.min_retry_delay, flags.max_retry_delay),
+        min_retry_delay: flags.min_retry_delay,
+    });
+
+    let outcome = if flags.enable_leader_election {
+        let cfg = LeaderConfig {
+            lease_name: flags.lease_name(controller),
+            namespace: lease_namespace,
+            identity: leader::identity(),
+            lease_duration: flags.leader_election_lease_duration,
+            renew_deadline: flags.leader_election_renew_deadline,
+            retry_period: flags.leader_election_retry_period,
+            release_on_cancel: flags.leader_election_release_on_cancel,
+        };
+        leader::run_elected(
+            client,
+            cfg,
+            health.clone(),
+            metrics,
+            shutdown.clone(),
+            move |s| controllers(Started { ctx, shutdown: s }),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    } else {
+        health.set_leading(true);
+        controllers(Started {
+            ctx,
+            shutdown: shutdown.clone(),
+        })
+        .await
+    };
+
+    // Stop the servers and the probe whatever ended the controllers.
+    trigger.fire();
+    signals.abort();
+    let _ = probe.await;
+    for s in servers {
+        let _ = s.await;
+    }
+    match &outcome {
+        Ok(()) => tracing::info!("stopped"),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "stopped with an error"),
+    }
+    outcome
+}
