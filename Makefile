@@ -1,14 +1,39 @@
-# Developer entry points. `make test` is what CI runs (.ci/run).
+# Developer entry points. CI runs .ci/run, which runs `make lint` and `make test`.
 CARGO ?= cargo
+CRD_DIR := config/crd/bases
 
-.PHONY: build test lint fmt
+.PHONY: build test e2e lint fmt crds testenv-up testenv-down fuzz dist
 
+## build: compile every crate, tests and benches included
 build:
 	$(CARGO) build --workspace --all-targets
 
+## test: start the test environment (installing what it needs), run every test, stop it, check nothing leaked
+test:
+	hack/test.sh
+
+## e2e: like test, but only the end-to-end package in tests/
+e2e:
+	hack/test.sh -p e2e
+
+## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test:
-	$(CARGO) test --workspace
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate config/crd/bases from the API types
+crds:
+	$(CARGO) run -q -p api --bin crdgen -- $(CRD_DIR)
+
+testenv-up:
+	hack/testenv.sh up
+
+testenv-down:
+	hack/testenv.sh down
+
+## dist: release binaries of both controllers, as the Dockerfile builds them
+dist:
+	$(CARGO) build --release --locked -p image-reflector-controller -p image-automation-controller

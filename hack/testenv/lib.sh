@@ -37,8 +37,8 @@ need_pkgs() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
-  run_or_die "apt-get update" apt-get update -q
-  run_or_die "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  run_or_die "apt-get update" apt-get -o DPkg::Lock::Timeout=600 update -q
+  run_or_die "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # Print a free TCP port on 127.0.0.1 (the kernel picks it; a race with another binder is retried by callers
