@@ -2,6 +2,7 @@
 //! probe, signal handling, events and leader election, around the controllers a binary starts.
 
 use std::future::Future;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -14,6 +15,36 @@ use crate::metrics::Metrics;
 use crate::reconcile::{Backoff, Context};
 use crate::server::{self, Health};
 use crate::shutdown::{self, Shutdown};
+
+/// A binary's `main` after flag parsing: sets up logging from `flags`, runs `process` on a
+/// multi-threaded runtime, and maps the outcome to the exit code (0 after a clean shutdown).
+pub fn main<F, Fut>(flags: &CommonFlags, process: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if let Err(e) = crate::logging::init(flags.log_level, flags.log_encoding) {
+        crate::logging::early_error("unable to set up logging", &e);
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "unable to start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(process()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "problem running manager");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Everything a binary's controllers receive.
 pub struct Started {
@@ -45,7 +76,11 @@ where
                 tracing::info!(gate = gate.name, value, "loading feature gate")
             }
             GateEffect::Ignored(why) => {
-                tracing::info!(gate = gate.name, value, "feature gate accepted and ignored: {why}")
+                tracing::info!(
+                    gate = gate.name,
+                    value,
+                    "feature gate accepted and ignored: {why}"
+                )
             }
         }
     }

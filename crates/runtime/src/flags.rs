@@ -55,7 +55,7 @@ pub fn parse_bool_flag(s: &str) -> Result<bool, String> {
 
 /// Parses a Go duration flag value (`750ms`, `15m`, `1h30m`, `0`).
 pub fn parse_duration_flag(s: &str) -> Result<Duration, String> {
-    go_duration::parse(s).map_err(|e| e.to_string())
+    api::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 /// Parses a label selector flag value, checking its syntax as the API server would.
@@ -367,75 +367,6 @@ impl AutomationFlags {
 /// Reports a flag error the way clap reports parse errors (message, usage, exit code 2) and exits.
 pub fn exit_with_usage<C: CommandFactory>(err: &FlagError) -> ! {
     C::command().error(ErrorKind::InvalidValue, err).exit()
-}
-
-/// A Go `time.ParseDuration` for flag values.
-mod go_duration {
-    use std::time::Duration;
-
-    /// Why a duration was rejected.
-    #[derive(Debug, thiserror::Error)]
-    pub enum Error {
-        #[error("time: invalid duration \"{0}\"")]
-        Invalid(String),
-        #[error("time: missing unit in duration \"{0}\"")]
-        MissingUnit(String),
-        #[error("time: unknown unit \"{1}\" in duration \"{0}\"")]
-        UnknownUnit(String, String),
-        #[error("negative duration \"{0}\" is not allowed here")]
-        Negative(String),
-    }
-
-    pub fn parse(input: &str) -> Result<Duration, Error> {
-        let invalid = || Error::Invalid(input.to_string());
-        let mut s = input;
-        if let Some(rest) = s.strip_prefix('+') {
-            s = rest;
-        } else if let Some(rest) = s.strip_prefix('-') {
-            if rest != "0" {
-                return Err(Error::Negative(input.to_string()));
-            }
-            s = rest;
-        }
-        if s == "0" {
-            return Ok(Duration::ZERO);
-        }
-        if s.is_empty() {
-            return Err(invalid());
-        }
-        let mut total: f64 = 0.0;
-        while !s.is_empty() {
-            let num_end = s
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(s.len());
-            let num = &s[..num_end];
-            if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-                return Err(invalid());
-            }
-            let value: f64 = num.parse().map_err(|_| invalid())?;
-            s = &s[num_end..];
-            let unit_end = s
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(s.len());
-            let unit = &s[..unit_end];
-            s = &s[unit_end..];
-            let nanos_per = match unit {
-                "" => return Err(Error::MissingUnit(input.to_string())),
-                "ns" => 1.0,
-                "us" | "µs" | "μs" => 1e3,
-                "ms" => 1e6,
-                "s" => 1e9,
-                "m" => 60e9,
-                "h" => 3600e9,
-                other => return Err(Error::UnknownUnit(input.to_string(), other.to_string())),
-            };
-            total += value * nanos_per;
-        }
-        if !total.is_finite() || total > u64::MAX as f64 {
-            return Err(invalid());
-        }
-        Ok(Duration::from_nanos(total.round() as u64))
-    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,11 @@ where
     gauge.set(0);
     let (duration, grace) = lease_seconds(&cfg);
 
-    // Build the manager; the API server may be down, so retry until shutdown.
+    tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), identity = %cfg.identity,
+        "attempting to acquire leader lease");
+    // Standby, like client-go: look at the lease every retry period. A fresh manager each round
+    // reads the lease anew, so a lease released on SIGTERM is taken within one retry period (a
+    // long-lived manager would only look again when the holder's lease expires).
     let mut delay = Duration::from_millis(500);
     let manager = loop {
         let built = LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
@@ -108,40 +112,41 @@ where
             .with_duration(duration)
             .with_grace(grace)
             .build();
-        tokio::select! {
-            res = built => match res {
-                Ok(m) => break m,
-                Err(e) => tracing::error!(error = %e, lease = %cfg.lease_name, namespace = %cfg.namespace,
-                    "cannot set up the leader election lease; retrying in {delay:?}"),
+        let attempt = async {
+            let m = built.await?;
+            match tokio::time::timeout(cfg.retry_period, m.changed()).await {
+                Ok(Ok(true)) => Ok(Some(m)),
+                Ok(Ok(false)) | Err(_) => Ok(None),
+                Ok(Err(e)) => Err(e),
+            }
+        };
+        let pause = tokio::select! {
+            res = attempt => match res {
+                Ok(Some(m)) => break m,
+                Ok(None) => {
+                    delay = Duration::from_millis(500);
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, lease = %cfg.lease_name, namespace = %cfg.namespace,
+                        "cannot acquire the leader election lease; retrying in {delay:?}");
+                    let d = delay;
+                    delay = (delay * 2).min(cfg.retry_period.max(Duration::from_secs(1)) * 6);
+                    d
+                }
             },
             () = shutdown.clone().wait() => return Ok(()),
-        }
+        };
         tokio::select! {
-            () = tokio::time::sleep(delay) => {},
+            () = tokio::time::sleep(pause) => {},
             () = shutdown.clone().wait() => return Ok(()),
         }
-        delay = (delay * 2).min(cfg.retry_period.max(Duration::from_secs(1)) * 6);
     };
-
-    tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), identity = %cfg.identity,
-        "attempting to acquire leader lease");
     let (mut rx, lease_task) = manager.watch().await;
-    loop {
-        if *rx.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return Err(LeaderError::Lost("lease manager stopped".into()));
-                }
-            }
-            () = shutdown.clone().wait() => {
-                drop(rx);
-                let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
-                return Ok(());
-            }
-        }
+    if !*rx.borrow_and_update() {
+        return Err(LeaderError::Lost(
+            "lease lost right after acquiring it".into(),
+        ));
     }
     tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), "successfully acquired lease");
     gauge.set(1);

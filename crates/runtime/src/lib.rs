@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod events;
 pub mod features;
 pub mod flags;
+pub mod kinds;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

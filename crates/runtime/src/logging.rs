@@ -49,7 +49,6 @@ pub fn filter(level: LogLevel) -> Result<EnvFilter, LoggingError> {
         "rustls",
         "tower",
         "reqwest",
-        "kube_client",
         "kube_runtime",
     ];
     let mut spec = base.to_string();
@@ -58,6 +57,9 @@ pub fn filter(level: LogLevel) -> Result<EnvFilter, LoggingError> {
             spec.push_str(&format!(",{q}=warn"));
         }
     }
+    // kube's client logs every failed request at error level; the caller reports the same
+    // failure with context, so this would only double each line.
+    spec.push_str(",kube_client=off");
     Ok(EnvFilter::try_new(spec)?)
 }
 
@@ -180,28 +182,44 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut map = Map::new();
-        map.insert("level".into(), level_name(event.metadata().level()).into());
-        map.insert("ts".into(), iso8601_now().into());
         let mut event_fields = Map::new();
         event.record(&mut JsonVisitor(&mut event_fields));
-        map.insert(
-            "msg".into(),
-            event_fields
-                .remove("msg")
-                .unwrap_or(Value::String(String::new())),
-        );
+        let msg = event_fields
+            .remove("msg")
+            .unwrap_or(Value::String(String::new()));
+        // Zap's key order: level, ts, msg, then context (spans, outermost first), then the event's
+        // own fields; a later value for the same key replaces the earlier one in place.
+        let mut fields: Vec<(String, Value)> = vec![
+            ("level".into(), level_name(event.metadata().level()).into()),
+            ("ts".into(), iso8601_now().into()),
+            ("msg".into(), msg),
+        ];
+        let mut put = |k: &String, v: &Value| match fields.iter_mut().find(|(x, _)| x == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => fields.push((k.clone(), v.clone())),
+        };
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
-                if let Some(fields) = span.extensions().get::<JsonFields>() {
-                    for (k, v) in &fields.0 {
-                        map.insert(k.clone(), v.clone());
+                if let Some(span_fields) = span.extensions().get::<JsonFields>() {
+                    for (k, v) in &span_fields.0 {
+                        put(k, v);
                     }
                 }
             }
         }
-        map.extend(event_fields);
-        let line = serde_json::to_string(&Value::Object(map)).map_err(|_| fmt::Error)?;
+        for (k, v) in &event_fields {
+            put(k, v);
+        }
+        let mut line = String::from("{");
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&serde_json::to_string(k).map_err(|_| fmt::Error)?);
+            line.push(':');
+            line.push_str(&serde_json::to_string(v).map_err(|_| fmt::Error)?);
+        }
+        line.push('}');
         writeln!(writer, "{line}")
     }
 }
@@ -255,6 +273,11 @@ mod tests {
             tracing::error!(error = "boom", "Reconciler error");
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(out.starts_with("{\"level\":\"error\",\"ts\":\""), "{out}");
+        assert!(
+            out.contains("\"msg\":\"Reconciler error\",\"controller\""),
+            "{out}"
+        );
         let v: Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "Reconciler error");

@@ -100,6 +100,42 @@ pub trait Reconciler<K: FluxObject>: Send + Sync + 'static {
     fn cleanup(&self, obj: &K) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// The reconciler both binaries run until their kinds' reconcile logic lands: the plumbing alone
+/// (finalizer, suspend, `lastHandledReconcileAt`), never any invented status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlumbingOnly;
+
+impl<K: FluxObject> Reconciler<K> for PlumbingOnly {
+    type Error = std::convert::Infallible;
+
+    async fn reconcile(&self, _obj: &mut K) -> Result<ReconcileResult, Self::Error> {
+        Ok(ReconcileResult::default())
+    }
+
+    async fn cleanup(&self, _obj: &K) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// An API handle over one namespace, or all namespaces when `namespace` is `None`
+/// (`--watch-all-namespaces`).
+pub fn scoped_api<K: FluxObject>(client: kube::Client, namespace: Option<&str>) -> Api<K> {
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+/// Watch options for `--watch-label-selector` (empty: everything).
+pub fn watcher_config(label_selector: &str) -> watcher::Config {
+    let wc = watcher::Config::default();
+    if label_selector.is_empty() {
+        wc
+    } else {
+        wc.labels(label_selector)
+    }
+}
+
 /// Per-object exponential failure backoff (controller-runtime's
 /// `ItemExponentialFailureRateLimiter` with `--min-retry-delay` and `--max-retry-delay`).
 #[derive(Debug)]
@@ -411,6 +447,9 @@ impl<K: FluxObject> ControllerSpec<K> {
     }
 }
 
+/// How long in-flight reconciles may run after shutdown (Flux's pods get 10s in total).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Runs a controller until `shutdown`: watch with Flux's predicates, reconcile through
@@ -443,12 +482,26 @@ pub async fn run<K, R>(
         .get_or_create(&clabels)
         .set(i64::from(concurrency));
     ctx.health.add_controller();
+    let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let (reader, health, name) = (reader.clone(), ctx.health.clone(), name.clone());
+        let synced = synced.clone();
         tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                tracing::info!(controller = %name, "cache synced, starting workers");
-                health.mark_synced();
+            // The store's readiness future wakes only its most recent poller (the applier polls
+            // it too), so re-poll on a short timer rather than trusting a single wake-up.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), reader.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        tracing::info!(controller = %name, "cache synced, starting workers");
+                        synced.store(true, std::sync::atomic::Ordering::SeqCst);
+                        health.mark_synced();
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
             }
         });
     }
@@ -529,7 +582,7 @@ pub async fn run<K, R>(
     };
 
     let config = kube::runtime::controller::Config::default().concurrency(concurrency);
-    applier(
+    let drained = applier(
         reconcile_fn,
         error_policy,
         ctx.clone(),
@@ -547,8 +600,20 @@ pub async fn run<K, R>(
             }
         }
         futures::future::ready(())
-    })
-    .await;
+    });
+    // After shutdown the applier finishes the reconciles in flight and ends; it never ends while
+    // its cache has not synced (e.g. API server unreachable), and then there is nothing to wait for.
+    let stop = async {
+        shutdown.clone().wait().await;
+        if synced.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(controller = %name, "reconciles still running after {SHUTDOWN_GRACE:?}; abandoning them");
+        }
+    };
+    tokio::select! {
+        () = drained => {}
+        () = stop => {}
+    }
     tracing::info!(controller = %name, "controller stopped");
 }
 

@@ -1,0 +1,55 @@
+//! image-automation-controller: applies the latest images chosen by ImagePolicies to YAML in Git
+//! and pushes the commits (ImageUpdateAutomation), a drop-in for Flux's controller of the same name.
+//!
+//! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
+
+mod controller;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
+use runtime::features::{AUTOMATION_GATES, help_table};
+use runtime::flags::AutomationFlags;
+
+/// Command line: the controller flags at top level, or an offline subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "image-automation-controller",
+    version,
+    about = "Updates image references in Git from ImagePolicies (Flux image-automation-controller, drop-in).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Controller flags.
+    #[command(flatten)]
+    flags: AutomationFlags,
+
+    /// Offline subcommand; none runs the controller.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Offline subcommands (none yet; `update` joins with the setters engine).
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let mut cmd = Cli::command().after_help(help_table(AUTOMATION_GATES));
+    let matches = cmd.clone().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(command) = cli.command {
+        match command {}
+    }
+    let gates = cli
+        .flags
+        .validate()
+        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
+    let namespace = cli
+        .flags
+        .common
+        .watch_namespace()
+        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
+    runtime::app::main(&cli.flags.common.clone(), move || {
+        controller::run(cli.flags, gates, namespace)
+    })
+}

@@ -1,0 +1,49 @@
+//! Wiring of the ImageRepository and ImagePolicy controllers.
+
+use std::sync::Arc;
+
+use api::{ImagePolicy, ImageRepository};
+use runtime::features::FeatureGates;
+use runtime::flags::ReflectorFlags;
+use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
+
+/// Controller name: events' reporting controller, field manager, lease prefix.
+pub const CONTROLLER_NAME: &str = "image-reflector-controller";
+
+/// Runs the controller process until SIGTERM/SIGINT.
+pub async fn run(
+    flags: ReflectorFlags,
+    gates: FeatureGates,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
+    let common = flags.common.clone();
+    runtime::app::run(
+        CONTROLLER_NAME,
+        &common,
+        &gates,
+        move |started| async move {
+            let (ctx, shutdown) = (started.ctx, started.shutdown);
+            let client = ctx.client.clone();
+            let wc = watcher_config(&flags.common.watch_label_selector);
+            let ns = namespace.as_deref();
+            let repos = ControllerSpec::<ImageRepository>::new(
+                "imagerepository",
+                scoped_api(client.clone(), ns),
+                wc.clone(),
+                flags.common.concurrent,
+            );
+            let policies = ControllerSpec::<ImagePolicy>::new(
+                "imagepolicy",
+                scoped_api(client, ns),
+                wc,
+                flags.common.concurrent,
+            );
+            tokio::join!(
+                reconcile::run(repos, ctx.clone(), Arc::new(PlumbingOnly), shutdown.clone()),
+                reconcile::run(policies, ctx, Arc::new(PlumbingOnly), shutdown),
+            );
+            Ok(())
+        },
+    )
+    .await
+}

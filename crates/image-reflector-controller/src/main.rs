@@ -1,0 +1,55 @@
+//! image-reflector-controller: scans container registries for tags (ImageRepository) and
+//! resolves the latest image per ImagePolicy, a drop-in for Flux's controller of the same name.
+//!
+//! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
+
+mod controller;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
+use runtime::features::{REFLECTOR_GATES, help_table};
+use runtime::flags::ReflectorFlags;
+
+/// Command line: the controller flags at top level, or an offline subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "image-reflector-controller",
+    version,
+    about = "Scans image registries and resolves ImagePolicies (Flux image-reflector-controller, drop-in).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Controller flags.
+    #[command(flatten)]
+    flags: ReflectorFlags,
+
+    /// Offline subcommand; none runs the controller.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Offline subcommands (none yet; `select` joins with the policy engine).
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let mut cmd = Cli::command().after_help(help_table(REFLECTOR_GATES));
+    let matches = cmd.clone().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(command) = cli.command {
+        match command {}
+    }
+    let gates = cli
+        .flags
+        .validate()
+        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
+    let namespace = cli
+        .flags
+        .common
+        .watch_namespace()
+        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
+    runtime::app::main(&cli.flags.common.clone(), move || {
+        controller::run(cli.flags, gates, namespace)
+    })
+}
