@@ -11,6 +11,67 @@ use clap::{Args, CommandFactory, error::ErrorKind};
 
 use crate::features::{self, FeatureGates, Gate};
 
+/// Every flag upstream image-reflector-controller accepts (v1.2), by name.
+pub const REFLECTOR_UPSTREAM_FLAGS: &[&str] = &[
+    "metrics-addr",
+    "events-addr",
+    "health-addr",
+    "storage-path",
+    "storage-value-log-file-size",
+    "storage-compression-threshold",
+    "gc-interval",
+    "concurrent",
+    "requeue-dependency",
+    "kube-api-qps",
+    "kube-api-burst",
+    "log-encoding",
+    "log-level",
+    "enable-leader-election",
+    "leader-election-release-on-cancel",
+    "leader-election-lease-duration",
+    "leader-election-renew-deadline",
+    "leader-election-retry-period",
+    "no-cross-namespace-refs",
+    "min-retry-delay",
+    "max-retry-delay",
+    "feature-gates",
+    "watch-all-namespaces",
+    "watch-label-selector",
+    "watch-configs-label-selector",
+    "token-cache-max-size",
+    "token-cache-max-duration",
+    "default-service-account",
+];
+
+/// Every flag upstream image-automation-controller accepts (v1.2), by name.
+pub const AUTOMATION_UPSTREAM_FLAGS: &[&str] = &[
+    "metrics-addr",
+    "events-addr",
+    "health-addr",
+    "concurrent",
+    "default-service-account",
+    "ssh-kex-algos",
+    "ssh-hostkey-algos",
+    "kube-api-qps",
+    "kube-api-burst",
+    "log-encoding",
+    "log-level",
+    "enable-leader-election",
+    "leader-election-release-on-cancel",
+    "leader-election-lease-duration",
+    "leader-election-renew-deadline",
+    "leader-election-retry-period",
+    "no-cross-namespace-refs",
+    "min-retry-delay",
+    "max-retry-delay",
+    "feature-gates",
+    "watch-all-namespaces",
+    "watch-label-selector",
+    "watch-configs-label-selector",
+    "token-cache-max-size",
+    "token-cache-max-duration",
+];
+
 /// Where a server listens; Go's `":8080"` means every interface and `"0"` disables the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -398,6 +459,32 @@ mod tests {
         let mut v = vec!["image-automation-controller"];
         v.extend_from_slice(args);
         Automation::try_parse_from(v).map(|r| r.flags)
+    }
+
+    #[test]
+    fn every_upstream_flag_exists() {
+        for (cmd, names) in [
+            (Reflector::command(), REFLECTOR_UPSTREAM_FLAGS),
+            (Automation::command(), AUTOMATION_UPSTREAM_FLAGS),
+        ] {
+            let ours: Vec<String> = cmd
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string))
+                .collect();
+            for n in names {
+                assert!(
+                    ours.iter().any(|o| o == n),
+                    "--{n} missing from {}",
+                    cmd.get_name()
+                );
+            }
+            // Ours adds only --kubeconfig (plus clap's --help/--version).
+            let extra: Vec<&String> = ours
+                .iter()
+                .filter(|o| !names.contains(&o.as_str()))
+                .collect();
+            assert_eq!(extra, vec!["kubeconfig"], "{}", cmd.get_name());
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod reconcile;
 pub mod selector;
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 #[cfg(test)]
 pub(crate) mod testing;
