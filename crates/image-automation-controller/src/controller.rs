@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use api::ImageUpdateAutomation;
+use runtime::app::Started;
 use runtime::features::FeatureGates;
 use runtime::flags::AutomationFlags;
 use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
@@ -16,22 +17,27 @@ pub async fn run(
     gates: FeatureGates,
     namespace: Option<String>,
 ) -> anyhow::Result<()> {
+    let flags = Arc::new(flags);
     let common = flags.common.clone();
-    runtime::app::run(
-        CONTROLLER_NAME,
-        &common,
-        &gates,
-        move |started| async move {
-            let (ctx, shutdown) = (started.ctx, started.shutdown);
-            let automations = ControllerSpec::<ImageUpdateAutomation>::new(
-                "imageupdateautomation",
-                scoped_api(ctx.client.clone(), namespace.as_deref()),
-                watcher_config(&flags.common.watch_label_selector),
-                flags.common.concurrent,
-            );
-            reconcile::run(automations, ctx, Arc::new(PlumbingOnly), shutdown).await;
-            Ok(())
-        },
-    )
+    runtime::app::run(CONTROLLER_NAME, &common, &gates, move |started| {
+        controllers(started, flags.clone(), namespace.clone())
+    })
     .await
+}
+
+/// Runs the ImageUpdateAutomation controller until `started.shutdown` fires.
+async fn controllers(
+    started: Started,
+    flags: Arc<AutomationFlags>,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
+    let (ctx, shutdown) = (started.ctx, started.shutdown);
+    let automations = ControllerSpec::<ImageUpdateAutomation>::new(
+        "imageupdateautomation",
+        scoped_api(ctx.client.clone(), namespace.as_deref()),
+        watcher_config(&flags.common.watch_label_selector),
+        flags.common.concurrent,
+    );
+    reconcile::run(automations, ctx, Arc::new(PlumbingOnly), shutdown).await;
+    Ok(())
 }

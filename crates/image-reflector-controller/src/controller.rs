@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use api::{ImagePolicy, ImageRepository};
+use runtime::app::Started;
 use runtime::features::FeatureGates;
 use runtime::flags::ReflectorFlags;
 use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
@@ -16,34 +17,39 @@ pub async fn run(
     gates: FeatureGates,
     namespace: Option<String>,
 ) -> anyhow::Result<()> {
+    let flags = Arc::new(flags);
     let common = flags.common.clone();
-    runtime::app::run(
-        CONTROLLER_NAME,
-        &common,
-        &gates,
-        move |started| async move {
-            let (ctx, shutdown) = (started.ctx, started.shutdown);
-            let client = ctx.client.clone();
-            let wc = watcher_config(&flags.common.watch_label_selector);
-            let ns = namespace.as_deref();
-            let repos = ControllerSpec::<ImageRepository>::new(
-                "imagerepository",
-                scoped_api(client.clone(), ns),
-                wc.clone(),
-                flags.common.concurrent,
-            );
-            let policies = ControllerSpec::<ImagePolicy>::new(
-                "imagepolicy",
-                scoped_api(client, ns),
-                wc,
-                flags.common.concurrent,
-            );
-            tokio::join!(
-                reconcile::run(repos, ctx.clone(), Arc::new(PlumbingOnly), shutdown.clone()),
-                reconcile::run(policies, ctx, Arc::new(PlumbingOnly), shutdown),
-            );
-            Ok(())
-        },
-    )
+    runtime::app::run(CONTROLLER_NAME, &common, &gates, move |started| {
+        controllers(started, flags.clone(), namespace.clone())
+    })
     .await
+}
+
+/// Runs both controllers until `started.shutdown` fires.
+async fn controllers(
+    started: Started,
+    flags: Arc<ReflectorFlags>,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
+    let (ctx, shutdown) = (started.ctx, started.shutdown);
+    let client = ctx.client.clone();
+    let wc = watcher_config(&flags.common.watch_label_selector);
+    let ns = namespace.as_deref();
+    let repos = ControllerSpec::<ImageRepository>::new(
+        "imagerepository",
+        scoped_api(client.clone(), ns),
+        wc.clone(),
+        flags.common.concurrent,
+    );
+    let policies = ControllerSpec::<ImagePolicy>::new(
+        "imagepolicy",
+        scoped_api(client, ns),
+        wc,
+        flags.common.concurrent,
+    );
+    tokio::join!(
+        reconcile::run(repos, ctx.clone(), Arc::new(PlumbingOnly), shutdown.clone()),
+        reconcile::run(policies, ctx, Arc::new(PlumbingOnly), shutdown),
+    );
+    Ok(())
 }

@@ -57,7 +57,8 @@ pub struct Started {
 /// Runs a controller process until SIGTERM/SIGINT.
 ///
 /// `controllers` starts the binary's controllers and returns when they have stopped; it runs only
-/// while this replica leads (always, without `--enable-leader-election`).
+/// while this replica leads (always, without `--enable-leader-election`), and again after a lost
+/// lease is won back.
 pub async fn run<F, Fut>(
     controller: &'static str,
     flags: &CommonFlags,
@@ -65,7 +66,7 @@ pub async fn run<F, Fut>(
     controllers: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(Started) -> Fut + Send + 'static,
+    F: Fn(Started) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     crate::client::install_crypto_provider();
@@ -159,7 +160,12 @@ where
             health.clone(),
             metrics,
             shutdown.clone(),
-            move |s| controllers(Started { ctx, shutdown: s }),
+            move |s| {
+                controllers(Started {
+                    ctx: ctx.clone(),
+                    shutdown: s,
+                })
+            },
         )
         .await
         .map_err(anyhow::Error::from)

@@ -6,8 +6,9 @@
 //! * A killed leader stops renewing; others take over once `--leader-election-lease-duration`
 //!   has passed since its last renewal.
 //! * A leader that cannot confirm its lease within `--leader-election-renew-deadline` (API server
-//!   unreachable, or another holder) stops and the process exits non-zero, as controller-runtime
-//!   does, so two leaders never act at once.
+//!   unreachable), or finds another holder, stops its controllers at once so two leaders never
+//!   act together, then stands by again (controller-runtime exits instead; staying up avoids a
+//!   restart while the API server is away).
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -44,9 +45,6 @@ pub struct LeaderConfig {
 /// Why leader election ended the process.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
-    /// The lease was lost or could not be renewed in time.
-    #[error("leader election lost: {0}")]
-    Lost(String),
     /// The controllers failed.
     #[error(transparent)]
     Work(#[from] anyhow::Error),
@@ -77,9 +75,18 @@ pub fn lease_seconds(cfg: &LeaderConfig) -> (u64, u64) {
     (duration, grace)
 }
 
+/// How one leadership term ended.
+enum Term {
+    /// Process shutdown (or the controllers returned): stop.
+    Done,
+    /// The lease was lost: stand by again.
+    Lost(String),
+}
+
 /// Runs `work` only while holding the lease; see the module documentation.
 ///
-/// `work` receives a [`Shutdown`] that fires when it must stop (process shutdown or lost lease).
+/// `work` receives a [`Shutdown`] that fires when it must stop (process shutdown or lost lease);
+/// after a lost lease this replica stands by again and calls `work` anew once it leads again.
 pub async fn run_elected<F, Fut>(
     client: kube::Client,
     cfg: LeaderConfig,
@@ -89,16 +96,41 @@ pub async fn run_elected<F, Fut>(
     work: F,
 ) -> Result<(), LeaderError>
 where
-    F: FnOnce(Shutdown) -> Fut,
+    F: Fn(Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let labels = NameLabels {
         name: cfg.lease_name.clone(),
     };
     let gauge = metrics.leader_status.get_or_create(&labels).clone();
-    gauge.set(0);
-    let (duration, grace) = lease_seconds(&cfg);
+    loop {
+        gauge.set(0);
+        health.set_leading(false);
+        match term(&client, &cfg, &health, &gauge, &shutdown, &work).await? {
+            Term::Done => return Ok(()),
+            Term::Lost(reason) => {
+                tracing::error!(lease = %cfg.lease_name, reason = %reason,
+                    "leader election lost; controllers stopped, standing by");
+            }
+        }
+    }
+}
 
+/// Waits for the lease (or shutdown), runs `work` while holding it, and stops it on shutdown
+/// or loss.
+async fn term<F, Fut>(
+    client: &kube::Client,
+    cfg: &LeaderConfig,
+    health: &Health,
+    gauge: &prometheus_client::metrics::gauge::Gauge,
+    shutdown: &Shutdown,
+    work: &F,
+) -> Result<Term, LeaderError>
+where
+    F: Fn(Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (duration, grace) = lease_seconds(cfg);
     tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), identity = %cfg.identity,
         "attempting to acquire leader lease");
     // Standby, like client-go: look at the lease every retry period. A fresh manager each round
@@ -135,18 +167,17 @@ where
                     d
                 }
             },
-            () = shutdown.clone().wait() => return Ok(()),
+            () = shutdown.clone().wait() => return Ok(Term::Done),
         };
         tokio::select! {
             () = tokio::time::sleep(pause) => {},
-            () = shutdown.clone().wait() => return Ok(()),
+            () = shutdown.clone().wait() => return Ok(Term::Done),
         }
     };
     let (mut rx, lease_task) = manager.watch().await;
     if !*rx.borrow_and_update() {
-        return Err(LeaderError::Lost(
-            "lease lost right after acquiring it".into(),
-        ));
+        lease_task.abort();
+        return Ok(Term::Lost("lease lost right after acquiring it".into()));
     }
     tracing::info!(lease = %format!("{}/{}", cfg.namespace, cfg.lease_name), "successfully acquired lease");
     gauge.set(1);
@@ -157,19 +188,21 @@ where
     let watchdog = renew_watchdog(client.clone(), cfg.clone());
     tokio::pin!(watchdog);
 
-    let outcome: Result<(), LeaderError> = tokio::select! {
-        () = shutdown.clone().wait() => Ok(()),
-        lost = &mut watchdog => Err(LeaderError::Lost(lost)),
+    let outcome = tokio::select! {
+        () = shutdown.clone().wait() => Term::Done,
+        lost = &mut watchdog => Term::Lost(lost),
         changed = rx.changed() => match changed {
-            Ok(()) if *rx.borrow() => Err(LeaderError::Lost("lease state changed unexpectedly".into())),
-            _ => Err(LeaderError::Lost("lease taken by another replica".into())),
+            Ok(()) if *rx.borrow() => Term::Lost("lease state changed unexpectedly".into()),
+            _ => Term::Lost("lease taken by another replica".into()),
         },
         res = &mut work_task => {
+            // The controllers ended on their own: give the lease back and report why.
             gauge.set(0);
             drop(rx);
             let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
             return match res {
-                Ok(r) => r.map_err(LeaderError::Work),
+                Ok(Ok(())) => Ok(Term::Done),
+                Ok(Err(e)) => Err(LeaderError::Work(e)),
                 Err(e) => Err(LeaderError::Work(anyhow::anyhow!("controllers panicked: {e}"))),
             };
         }
@@ -187,7 +220,8 @@ where
     }
     gauge.set(0);
     health.set_leading(false);
-    if cfg.release_on_cancel && outcome.is_ok() {
+    health.reset_controllers();
+    if cfg.release_on_cancel && matches!(outcome, Term::Done) {
         // Dropping the receiver makes the lease task release the lease and exit.
         drop(rx);
         match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
@@ -199,7 +233,7 @@ where
     } else {
         lease_task.abort();
     }
-    outcome
+    Ok(outcome)
 }
 
 /// Resolves with a reason once this replica can no longer prove it holds the lease: another
@@ -209,17 +243,23 @@ async fn renew_watchdog(client: kube::Client, cfg: LeaderConfig) -> String {
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(cfg.retry_period).await;
-        match api.get(&cfg.lease_name).await {
+        // A stalled API server accepts connections but never answers: bound each read.
+        let read = tokio::time::timeout(
+            cfg.retry_period.max(Duration::from_secs(1)),
+            api.get(&cfg.lease_name),
+        )
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("lease read timed out".into())));
+        match read {
             Ok(lease) => {
                 let holder = lease
                     .spec
                     .and_then(|s| s.holder_identity)
                     .unwrap_or_default();
-                if holder == cfg.identity {
-                    last_ok = Instant::now();
-                } else if last_ok.elapsed() > cfg.renew_deadline {
+                if holder != cfg.identity {
                     return format!("lease is held by '{holder}'");
                 }
+                last_ok = Instant::now();
             }
             Err(e) => {
                 if last_ok.elapsed() > cfg.renew_deadline {

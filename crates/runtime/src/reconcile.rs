@@ -624,13 +624,13 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-/// Probes the API server and records the result for `/readyz`: every 10s while it answers,
-/// from 0.5s doubling to 10s while it does not.
+/// Probes the API server and records the result for `/readyz`: every 5s while it answers (3s
+/// timeout), from 0.5s doubling to 10s while it does not.
 pub async fn probe_api_server(client: kube::Client, health: Arc<Health>, shutdown: Shutdown) {
     let mut was_ok: Option<bool> = None;
     let mut fail_delay = Duration::from_millis(500);
     loop {
-        let probe = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await;
+        let probe = tokio::time::timeout(Duration::from_secs(3), client.apiserver_version()).await;
         let ok = match probe {
             Ok(Ok(v)) => {
                 if was_ok != Some(true) {
@@ -647,7 +647,7 @@ pub async fn probe_api_server(client: kube::Client, health: Arc<Health>, shutdow
             Err(_) => {
                 if was_ok != Some(false) {
                     tracing::error!(
-                        "Kubernetes API server did not answer within 5s; retrying with backoff"
+                        "Kubernetes API server did not answer within 3s; retrying with backoff"
                     );
                 }
                 false
@@ -657,7 +657,7 @@ pub async fn probe_api_server(client: kube::Client, health: Arc<Health>, shutdow
         was_ok = Some(ok);
         let sleep = if ok {
             fail_delay = Duration::from_millis(500);
-            Duration::from_secs(10)
+            Duration::from_secs(5)
         } else {
             let d = fail_delay;
             fail_delay = (fail_delay * 2).min(Duration::from_secs(10));

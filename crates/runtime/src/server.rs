@@ -52,6 +52,12 @@ impl Health {
         self.controllers.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Forgets the controllers (they stopped; a new leadership term declares them again).
+    pub fn reset_controllers(&self) {
+        self.controllers.store(0, Ordering::SeqCst);
+        self.synced.store(0, Ordering::SeqCst);
+    }
+
     /// Marks one controller's cache as synced.
     pub fn mark_synced(&self) {
         self.synced.fetch_add(1, Ordering::SeqCst);
