@@ -4,29 +4,15 @@ use std::sync::Arc;
 
 use api::ImageUpdateAutomation;
 use runtime::app::Started;
-use runtime::features::FeatureGates;
 use runtime::flags::AutomationFlags;
 use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
 
 /// Controller name: events' reporting controller, field manager, lease prefix.
 pub const CONTROLLER_NAME: &str = "image-automation-controller";
 
-/// Runs the controller process until SIGTERM/SIGINT.
-pub async fn run(
-    flags: AutomationFlags,
-    gates: FeatureGates,
-    namespace: Option<String>,
-) -> anyhow::Result<()> {
-    let flags = Arc::new(flags);
-    let common = flags.common.clone();
-    runtime::app::run(CONTROLLER_NAME, &common, &gates, move |started| {
-        controllers(started, flags.clone(), namespace.clone())
-    })
-    .await
-}
-
-/// Runs the ImageUpdateAutomation controller until `started.shutdown` fires.
-async fn controllers(
+/// Runs the ImageUpdateAutomation controller until `started.shutdown` fires (once per
+/// leadership term).
+pub async fn controllers(
     started: Started,
     flags: Arc<AutomationFlags>,
     namespace: Option<String>,

@@ -7,7 +7,7 @@ mod controller;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, error::ErrorKind};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use runtime::features::{AUTOMATION_GATES, help_table};
 use runtime::flags::AutomationFlags;
 
@@ -34,22 +34,15 @@ struct Cli {
 enum Command {}
 
 fn main() -> ExitCode {
-    let mut cmd = Cli::command().after_help(help_table(AUTOMATION_GATES));
-    let matches = cmd.clone().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cmd = Cli::command().after_help(help_table(AUTOMATION_GATES));
+    let cli = Cli::from_arg_matches(&cmd.clone().get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(command) = cli.command {
         match command {}
     }
-    let gates = cli
-        .flags
-        .validate()
-        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
-    let namespace = cli
-        .flags
-        .common
-        .watch_namespace()
-        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
-    runtime::app::main(&cli.flags.common.clone(), move || {
-        controller::run(cli.flags, gates, namespace)
-    })
+    runtime::app::start(
+        controller::CONTROLLER_NAME,
+        cmd,
+        cli.flags,
+        controller::controllers,
+    )
 }

@@ -4,29 +4,14 @@ use std::sync::Arc;
 
 use api::{ImagePolicy, ImageRepository};
 use runtime::app::Started;
-use runtime::features::FeatureGates;
 use runtime::flags::ReflectorFlags;
 use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
 
 /// Controller name: events' reporting controller, field manager, lease prefix.
 pub const CONTROLLER_NAME: &str = "image-reflector-controller";
 
-/// Runs the controller process until SIGTERM/SIGINT.
-pub async fn run(
-    flags: ReflectorFlags,
-    gates: FeatureGates,
-    namespace: Option<String>,
-) -> anyhow::Result<()> {
-    let flags = Arc::new(flags);
-    let common = flags.common.clone();
-    runtime::app::run(CONTROLLER_NAME, &common, &gates, move |started| {
-        controllers(started, flags.clone(), namespace.clone())
-    })
-    .await
-}
-
-/// Runs both controllers until `started.shutdown` fires.
-async fn controllers(
+/// Runs both controllers until `started.shutdown` fires (once per leadership term).
+pub async fn controllers(
     started: Started,
     flags: Arc<ReflectorFlags>,
     namespace: Option<String>,

@@ -9,21 +9,66 @@ use anyhow::Context as _;
 
 use crate::events::EventRecorder;
 use crate::features::{FeatureGates, GateEffect};
-use crate::flags::CommonFlags;
+use clap::error::ErrorKind;
+
+use crate::flags::{AutomationFlags, CommonFlags, FlagError, ReflectorFlags};
 use crate::leader::{self, LeaderConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{Backoff, Context};
 use crate::server::{self, Health};
 use crate::shutdown::{self, Shutdown};
 
-/// A binary's `main` after flag parsing: sets up logging from `flags`, runs `process` on a
-/// multi-threaded runtime, and maps the outcome to the exit code (0 after a clean shutdown).
-pub fn main<F, Fut>(flags: &CommonFlags, process: F) -> ExitCode
+/// A controller binary's flag set.
+pub trait ControllerFlags: Send + Sync + 'static {
+    /// The flags both controllers share.
+    fn common(&self) -> &CommonFlags;
+    /// Resolves the feature gates and checks cross-flag rules.
+    fn validate(&self) -> Result<FeatureGates, FlagError>;
+}
+
+impl ControllerFlags for ReflectorFlags {
+    fn common(&self) -> &CommonFlags {
+        &self.common
+    }
+    fn validate(&self) -> Result<FeatureGates, FlagError> {
+        ReflectorFlags::validate(self)
+    }
+}
+
+impl ControllerFlags for AutomationFlags {
+    fn common(&self) -> &CommonFlags {
+        &self.common
+    }
+    fn validate(&self) -> Result<FeatureGates, FlagError> {
+        AutomationFlags::validate(self)
+    }
+}
+
+/// A binary's `main` once clap has parsed the controller flags: validates them (an error prints
+/// the message and usage of `cmd` and exits 2, like a parse error), sets up logging, and runs the
+/// process (see [`run`]) on a multi-threaded runtime. `controllers(started, flags, namespace)`
+/// starts the binary's controllers; `namespace` is `None` with `--watch-all-namespaces`.
+/// Returns 0 after a clean shutdown, 1 after a failure.
+pub fn start<Fl, F, Fut>(
+    controller: &'static str,
+    mut cmd: clap::Command,
+    flags: Fl,
+    controllers: F,
+) -> ExitCode
 where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fl: ControllerFlags,
+    F: Fn(Started, Arc<Fl>, Option<String>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    if let Err(e) = crate::logging::init(flags.log_level, flags.log_encoding) {
+    let gates = flags
+        .validate()
+        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
+    let namespace = flags
+        .common()
+        .watch_namespace()
+        .unwrap_or_else(|e| cmd.error(ErrorKind::InvalidValue, e).exit());
+    let common = flags.common().clone();
+    if let Err(e) = crate::logging::init(common.log_level, common.log_encoding) {
         crate::logging::early_error("unable to set up logging", &e);
         return ExitCode::FAILURE;
     }
@@ -37,7 +82,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(process()) {
+    let flags = Arc::new(flags);
+    let process = run(controller, &common, &gates, move |started| {
+        controllers(started, flags.clone(), namespace.clone())
+    });
+    match rt.block_on(process) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "problem running manager");

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, error::ErrorKind};
+use clap::Args;
 
 use crate::features::{self, FeatureGates, Gate};
 
@@ -425,15 +425,11 @@ impl AutomationFlags {
     }
 }
 
-/// Reports a flag error the way clap reports parse errors (message, usage, exit code 2) and exits.
-pub fn exit_with_usage<C: CommandFactory>(err: &FlagError) -> ! {
-    C::command().error(ErrorKind::InvalidValue, err).exit()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Debug, Parser)]
     #[command(name = "image-reflector-controller")]

@@ -1,11 +1,16 @@
-//! Helpers for the binaries' process tests (feature `test-support`): start a controller on free
-//! ports, query its endpoints with plain HTTP/1.0, stop it with SIGTERM.
+//! The binaries' process tests (feature `test-support`): start a controller on free ports, query
+//! its endpoints with plain HTTP/1.0, stop it with SIGTERM, and the checks both binaries share.
+
+// These are test assertions: failing loudly is their job.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::features::Gate;
 
 /// A controller process under test.
 #[derive(Debug)]
@@ -125,4 +130,111 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `--help` exits 0 and names every upstream flag and every feature gate.
+pub fn check_help(bin: &str, upstream_flags: &[&str], gates: &[Gate]) {
+    let out = Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "--help failed");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for f in upstream_flags {
+        assert!(help.contains(&format!("--{f}")), "--{f} missing from help");
+    }
+    for g in gates {
+        assert!(help.contains(g.name), "gate {} missing from help", g.name);
+    }
+}
+
+/// A gate of the other controller and a removed upstream flag both fail with the message and
+/// the usage line, exit code 2.
+pub fn check_flag_errors(bin: &str, name: &str, foreign_gate: &str) {
+    for (arg, want) in [
+        (
+            format!("--feature-gates={foreign_gate}=true"),
+            format!("feature-gate '{foreign_gate}' not supported"),
+        ),
+        (
+            "--aws-autologin-for-ecr".to_string(),
+            "unexpected argument '--aws-autologin-for-ecr'".to_string(),
+        ),
+    ] {
+        let out = Command::new(bin).arg(&arg).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&want), "{err}");
+        assert!(err.contains(&format!("Usage: {name}")), "{err}");
+    }
+}
+
+/// Without any configuration the process exits 1 naming every source it tried.
+pub fn check_missing_kubeconfig(bin: &str) {
+    let out = Command::new(bin)
+        .args(["--metrics-addr=0", "--health-addr=0"])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", "/nonexistent-home")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for tried in [
+        "KUBECONFIG: not set",
+        "in-cluster: KUBERNETES_SERVICE_HOST not set",
+        "/nonexistent-home/.kube/config: not found",
+    ] {
+        assert!(err.contains(tried), "{tried} not in {err}");
+    }
+}
+
+/// With an unreachable API server the process stays up, healthy but not ready, retries with
+/// backoff, serves metrics, and exits 0 on SIGTERM; with and without leader election.
+pub fn check_unreachable_api_server(bin: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = unreachable_kubeconfig(dir.path()).expect("kubeconfig");
+    let kc = format!("--kubeconfig={}", kc.display());
+    for leader in ["--enable-leader-election=false", "--enable-leader-election"] {
+        let p = Process::start(bin, &[&kc, leader]).expect("start");
+        p.wait_for(&p.health, "/healthz", 200)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = p
+            .wait_for(&p.health, "/readyz", 503)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(body.contains("apiserver: not reachable"), "{body}");
+        let metrics = p
+            .wait_for(&p.metrics, "/metrics", 200)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            metrics.contains("process_resident_memory_bytes"),
+            "{metrics}"
+        );
+        // Still alive and still unready after a few retries: no crash loop.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(Process::get(&p.health, "/readyz").map(|r| r.0), Some(503));
+        let (status, logs) = p.terminate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.code(), Some(0), "{logs}");
+        assert!(logs.contains("retrying with backoff"), "{logs}");
+        assert!(logs.contains("\"msg\":\"stopped\""), "{logs}");
+    }
+}
+
+/// Against a real API server (`kubeconfig`, CRDs applied): becomes ready, takes the lease,
+/// and on SIGTERM releases it and exits 0.
+pub fn check_against_api_server(bin: &str, kubeconfig: &str) {
+    let p = Process::start(
+        bin,
+        &[
+            &format!("--kubeconfig={kubeconfig}"),
+            "--enable-leader-election",
+        ],
+    )
+    .expect("start");
+    p.wait_for(&p.health, "/readyz", 200)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, logs) = p.terminate().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(logs.contains("successfully acquired lease"), "{logs}");
+    assert!(logs.contains("released leader lease"), "{logs}");
 }
