@@ -190,7 +190,6 @@ where
         metrics: metrics.clone(),
         health: health.clone(),
         backoff: Backoff::new(flags.min_retry_delay, flags.max_retry_delay),
-        min_retry_delay: flags.min_retry_delay,
     });
 
     let outcome = if flags.enable_leader_election {

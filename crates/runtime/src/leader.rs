@@ -50,12 +50,9 @@ pub enum LeaderError {
     Work(#[from] anyhow::Error),
 }
 
-/// A unique identity for this replica: hostname plus random suffix, like controller-runtime.
-pub fn identity() -> String {
-    let host = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".to_string());
+/// 16 random hex digits (std's per-process random hash keys mixed with the clock and a counter).
+pub fn random_hex() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()
@@ -63,7 +60,17 @@ pub fn identity() -> String {
             .map_or(0, |d| d.as_nanos()),
     );
     h.write_u32(std::process::id());
-    format!("{host}_{:016x}", h.finish())
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    format!("{:016x}", h.finish())
+}
+
+/// A unique identity for this replica: hostname plus random suffix, like controller-runtime.
+pub fn identity() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_string());
+    format!("{host}_{}", random_hex())
 }
 
 /// Lease duration and renew grace in whole seconds for kube-lease-manager: the holder renews

@@ -193,8 +193,6 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Retry backoff.
     pub backoff: Backoff,
-    /// `--requeue-after` used after adding the finalizer (the minimum retry delay).
-    pub min_retry_delay: Duration,
 }
 
 /// Errors of the plumbing around a reconciler.
@@ -532,7 +530,7 @@ pub async fn run<K, R>(
                 controllerKind = %kind,
                 name = %obj.name_any(),
                 namespace = %obj.namespace().unwrap_or_default(),
-                reconcileID = %crate::leader::identity().rsplit('_').next().unwrap_or_default(),
+                reconcileID = %crate::leader::random_hex(),
             );
             Box::pin(
                 async move {

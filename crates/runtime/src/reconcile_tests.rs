@@ -123,7 +123,6 @@ fn context(client: kube::Client) -> Context {
         metrics: Arc::new(Metrics::new()),
         health: Health::new(),
         backoff: Backoff::new(Duration::from_millis(750), Duration::from_secs(900)),
-        min_retry_delay: Duration::from_millis(750),
     }
 }
 
