@@ -10,6 +10,8 @@ use kube::Api;
 use kube::api::ListParams;
 use runtime::events::{EventRecorder, EventType};
 
+// A test helper: a missing or broken test environment should fail loudly.
+#[allow(clippy::unwrap_used)]
 async fn client(var: &str) -> kube::Client {
     runtime::client::install_crypto_provider();
     let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| panic!("{var} not set")));
