@@ -793,6 +793,27 @@ mod tests {
     }
 
     #[test]
+    fn masterminds_rewrite_range_cases() {
+        let data = include_str!("../tests/data/masterminds-semver-cases.json");
+        let doc: serde_json::Value = serde_json::from_str(data).unwrap();
+        let cases: Vec<_> = doc["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["suite"] == "masterminds.rewriteRange")
+            .collect();
+        assert_eq!(cases.len(), 5);
+        for c in cases {
+            let input = c["input"].as_str().unwrap();
+            assert_eq!(
+                rewrite_range(input),
+                c["expected"].as_str().unwrap(),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
     fn hyphen_rewrite_quirks() {
         assert_eq!(rewrite_range("1.2.3.4 - 5"), "1.>= 2.3.4, <= 5 ");
         assert_eq!(rewrite_range("x1 - 2"), ">= x1, <= 2 ");
