@@ -95,14 +95,7 @@ fn select(
 
     let too_long = Cell::new(0usize);
     let not_utf8 = Cell::new(0usize);
-    let tag_of = |line: &'_ str| -> Option<&'_ str> {
-        let tag = line.trim_ascii();
-        if tag.len() > MAX_TAG_LEN {
-            too_long.set(too_long.get() + 1);
-            return None;
-        }
-        (!tag.is_empty()).then_some(tag)
-    };
+    let tag_of = |line| tag_of(line, &too_long);
     let result =
         match std::str::from_utf8(&data) {
             // Fast path: validate the whole input once and split it without copying.
@@ -129,6 +122,16 @@ fn select(
         }
     }
     result.map(str::to_owned).map_err(|e| e.to_string())
+}
+
+/// The tag on a line: surrounding white space removed; blank and over-long lines (counted) yield none.
+fn tag_of<'a>(line: &'a str, too_long: &Cell<usize>) -> Option<&'a str> {
+    let tag = line.trim_ascii();
+    if tag.len() > MAX_TAG_LEN {
+        too_long.set(too_long.get() + 1);
+        return None;
+    }
+    (!tag.is_empty()).then_some(tag)
 }
 
 #[cfg(test)]
