@@ -1,5 +1,11 @@
 //! Selection throughput from strings, on the corpora of issue 4 (fixed seed, generated here).
+//!
+//! Every benchmark runs twice: `select` measures wall time, `select-cpu` the thread's CPU time, which
+//! stays meaningful when other processes compete for the cores.
 
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use policy::{Choice, FilterSpec, Policy};
 
@@ -8,7 +14,7 @@ mod corpus;
 
 const SEED: u64 = 4;
 
-fn bench(c: &mut Criterion) {
+fn bench<M: Measurement>(c: &mut Criterion<M>, name: &str) {
     let semver = Policy::new(
         Some(Choice::SemVer {
             range: ">=5.0.0 <15.0.0",
@@ -16,7 +22,7 @@ fn bench(c: &mut Criterion) {
         None,
     )
     .unwrap();
-    let mut group = c.benchmark_group("select");
+    let mut group = c.benchmark_group(name);
     group.sample_size(20);
     for n in [1_000_000, 100_000] {
         let tags = corpus::semver_corpus(n, SEED);
@@ -56,6 +62,24 @@ fn bench(c: &mut Criterion) {
                 .len()
         })
     });
+    let pattern_only = Policy::new(
+        Some(Choice::SemVer {
+            range: ">=5.0.0 <15.0.0",
+        }),
+        Some(FilterSpec {
+            pattern: r"^v?\d+\.\d+\.\d+",
+            extract: "",
+        }),
+    )
+    .unwrap();
+    group.bench_function("semver-filter-pattern/100000", |b| {
+        b.iter(|| {
+            pattern_only
+                .select(tags.iter().map(String::as_str))
+                .unwrap()
+                .len()
+        })
+    });
     let numbers = corpus::numeric_corpus(100_000, SEED);
     for order in ["asc", "desc"] {
         let p = Policy::new(Some(Choice::Numerical { order }), None).unwrap();
@@ -66,5 +90,84 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn wall(c: &mut Criterion) {
+    bench(c, "select");
+}
+
+fn cpu(c: &mut Criterion<CpuTime>) {
+    bench(c, "select-cpu");
+}
+
+/// CPU time of the benchmarking thread.
+struct CpuTime;
+
+impl Measurement for CpuTime {
+    type Intermediate = cpu_time::ThreadTime;
+    type Value = Duration;
+
+    fn start(&self) -> Self::Intermediate {
+        cpu_time::ThreadTime::now()
+    }
+    fn end(&self, start: Self::Intermediate) -> Duration {
+        start.elapsed()
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NanosFormatter
+    }
+}
+
+/// Formats nanosecond values and element throughputs.
+struct NanosFormatter;
+
+impl ValueFormatter for NanosFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns"),
+            t if t < 1e6 => (1e-3, "µs"),
+            t if t < 1e9 => (1e-6, "ms"),
+            _ => (1e-9, "s"),
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let per = match throughput {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                *n as f64
+            }
+            Throughput::ElementsAndBytes { elements, .. } => *elements as f64,
+            Throughput::Bits(n) => *n as f64,
+        };
+        let rate = per * 1e9 / typical;
+        let (factor, unit) = if rate >= 1e6 {
+            (1e-6, "Melem/s")
+        } else {
+            (1e-3, "Kelem/s")
+        };
+        values.iter_mut().for_each(|v| *v = per * 1e9 / *v * factor);
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+criterion_group!(wall_time, wall);
+criterion_group!(name = cpu_time_group; config = Criterion::default().with_measurement(CpuTime); targets = cpu);
+criterion_main!(wall_time, cpu_time_group);

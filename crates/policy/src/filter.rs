@@ -44,10 +44,11 @@ impl Filter {
         locs: &mut CaptureLocations,
         buf: &mut String,
     ) -> Option<bool> {
-        self.regex.captures_read(locs, tag)?;
         let Some(template) = &self.template else {
-            return Some(false);
+            // Without a template no capture positions are needed, and a plain match test is much faster.
+            return self.regex.is_match(tag).then_some(false);
         };
+        self.regex.captures_read(locs, tag)?;
         buf.clear();
         for piece in template {
             match piece {
