@@ -1,6 +1,9 @@
 //! Data-driven conformance: every Masterminds/semver table case and every policy, filter and tag-parsing
 //! case of the reflector acceptance data (copied into `tests/data/`).
 
+// Test code: a failed unwrap is a test failure with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 

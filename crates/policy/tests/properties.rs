@@ -1,5 +1,8 @@
 //! Property tests: order independence up to the documented tie rules, asc/desc symmetry, no panics.
 
+// Test code: a failed unwrap is a test failure with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::cmp::Ordering;
 
 use policy::{Choice, Constraints, Filter, FilterSpec, Policy, Version, parse_go_float};
