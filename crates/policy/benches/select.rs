@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use policy::{Choice, FilterSpec, Policy};
 
 #[allow(dead_code)]
@@ -17,79 +17,72 @@ mod corpus;
 
 const SEED: u64 = 4;
 
+const RANGE: &str = ">=5.0.0 <15.0.0";
+
+/// Benchmarks `policy` selecting from `tags` (elements/s throughput).
+fn measure<M: Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
+    id: &str,
+    policy: &Policy,
+    tags: &[String],
+) {
+    group.throughput(Throughput::Elements(tags.len() as u64));
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            policy
+                .select(tags.iter().map(String::as_str))
+                .unwrap()
+                .len()
+        })
+    });
+}
+
 fn bench<M: Measurement>(c: &mut Criterion<M>, name: &str) {
-    let semver = Policy::new(
-        Some(Choice::SemVer {
-            range: ">=5.0.0 <15.0.0",
-        }),
-        None,
-    )
-    .unwrap();
+    let semver = |filter| Policy::new(Some(Choice::SemVer { range: RANGE }), filter).unwrap();
     let mut group = c.benchmark_group(name);
     group.sample_size(20);
     for n in [1_000_000, 100_000] {
         let tags = corpus::semver_corpus(n, SEED);
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(format!("semver/{n}"), |b| {
-            b.iter(|| {
-                semver
-                    .select(tags.iter().map(String::as_str))
-                    .unwrap()
-                    .len()
-            })
-        });
+        measure(&mut group, &format!("semver/{n}"), &semver(None), &tags);
     }
     let tags = corpus::semver_corpus(100_000, SEED);
-    group.throughput(Throughput::Elements(tags.len() as u64));
-    for order in ["asc", "desc"] {
-        let p = Policy::new(Some(Choice::Alphabetical { order }), None).unwrap();
-        group.bench_function(format!("alphabetical-{order}/100000"), |b| {
-            b.iter(|| p.select(tags.iter().map(String::as_str)).unwrap().len())
-        });
-    }
-    let filtered = Policy::new(
-        Some(Choice::SemVer {
-            range: ">=5.0.0 <15.0.0",
-        }),
-        Some(FilterSpec {
-            pattern: r"^v?(\d+\.\d+\.\d+)(-rc\.\d+)?$",
-            extract: "$1",
-        }),
-    )
-    .unwrap();
-    group.bench_function("semver-filter-extract/100000", |b| {
-        b.iter(|| {
-            filtered
-                .select(tags.iter().map(String::as_str))
-                .unwrap()
-                .len()
-        })
-    });
-    let pattern_only = Policy::new(
-        Some(Choice::SemVer {
-            range: ">=5.0.0 <15.0.0",
-        }),
-        Some(FilterSpec {
-            pattern: r"^v?\d+\.\d+\.\d+",
-            extract: "",
-        }),
-    )
-    .unwrap();
-    group.bench_function("semver-filter-pattern/100000", |b| {
-        b.iter(|| {
-            pattern_only
-                .select(tags.iter().map(String::as_str))
-                .unwrap()
-                .len()
-        })
-    });
     let numbers = corpus::numeric_corpus(100_000, SEED);
     for order in ["asc", "desc"] {
-        let p = Policy::new(Some(Choice::Numerical { order }), None).unwrap();
-        group.bench_function(format!("numerical-{order}/100000"), |b| {
-            b.iter(|| p.select(numbers.iter().map(String::as_str)).unwrap().len())
-        });
+        let alphabetical = Policy::new(Some(Choice::Alphabetical { order }), None).unwrap();
+        measure(
+            &mut group,
+            &format!("alphabetical-{order}/100000"),
+            &alphabetical,
+            &tags,
+        );
+        let numerical = Policy::new(Some(Choice::Numerical { order }), None).unwrap();
+        measure(
+            &mut group,
+            &format!("numerical-{order}/100000"),
+            &numerical,
+            &numbers,
+        );
     }
+    let extract = FilterSpec {
+        pattern: r"^v?(\d+\.\d+\.\d+)(-rc\.\d+)?$",
+        extract: "$1",
+    };
+    measure(
+        &mut group,
+        "semver-filter-extract/100000",
+        &semver(Some(extract)),
+        &tags,
+    );
+    let pattern = FilterSpec {
+        pattern: r"^v?\d+\.\d+\.\d+",
+        extract: "",
+    };
+    measure(
+        &mut group,
+        "semver-filter-pattern/100000",
+        &semver(Some(pattern)),
+        &tags,
+    );
     group.finish();
 }
 

@@ -518,13 +518,6 @@ fn is_go_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\x0c' | b'\r')
 }
 
-fn skip_space(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(|&c| is_go_space(c)) {
-        i += 1;
-    }
-    i
-}
-
 /// Characters of a number slot in a range version: digits and the wildcards. Upstream's character class
 /// also admits `|`; such versions are accepted by the grammar and then fail to parse.
 fn is_num_slot(b: u8) -> bool {
@@ -535,11 +528,95 @@ fn is_op_byte(b: u8) -> bool {
     matches!(b, b'=' | b'!' | b'<' | b'>' | b'~' | b'^')
 }
 
-fn scan_while(b: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
-    while b.get(i).is_some_and(|&c| f(c)) {
-        i += 1;
+/// A range string with, for every position, where each kind of run starting there ends. Every lookup is
+/// O(1), so trying a match at every position (hyphen ranges) stays linear even on hostile input.
+struct Text<'a> {
+    b: &'a [u8],
+    space_end: Vec<usize>,
+    num_end: Vec<usize>,
+    /// End of `ident(.ident)*`.
+    dotted_end: Vec<usize>,
+}
+
+impl<'a> Text<'a> {
+    fn new(s: &'a str) -> Self {
+        let b = s.as_bytes();
+        let n = b.len();
+        let run_ends = |f: fn(u8) -> bool| {
+            let mut ends = vec![n; n + 1];
+            for i in (0..n).rev() {
+                ends[i] = if f(b[i]) { ends[i + 1] } else { i };
+            }
+            ends
+        };
+        let space_end = run_ends(is_go_space);
+        let num_end = run_ends(is_num_slot);
+        let ident_end = run_ends(is_ident_byte);
+        // Right to left, so the end of the identifiers after a dot is known already.
+        let mut dotted_end = vec![n; n + 1];
+        for i in (0..n).rev() {
+            let r = ident_end[i];
+            dotted_end[i] = if r > i
+                && b.get(r) == Some(&b'.')
+                && b.get(r + 1).is_some_and(|&c| is_ident_byte(c))
+            {
+                dotted_end[r + 1]
+            } else {
+                r
+            };
+        }
+        Text {
+            b,
+            space_end,
+            num_end,
+            dotted_end,
+        }
     }
-    i
+
+    fn at(&self, i: usize) -> Option<u8> {
+        self.b.get(i).copied()
+    }
+
+    fn skip_space(&self, i: usize) -> usize {
+        self.space_end.get(i).copied().unwrap_or(i)
+    }
+
+    /// Longest range version starting at `i` (every part of the grammar is greedy and unambiguous).
+    fn cv(&self, i: usize) -> Option<CvParts> {
+        let start = i + usize::from(self.at(i) == Some(b'v'));
+        let major_end = *self.num_end.get(start)?;
+        if major_end == start {
+            return None;
+        }
+        let mut j = major_end;
+        let mut slots = [None, None];
+        for slot in &mut slots {
+            if self.at(j) == Some(b'.') && self.at(j + 1).is_some_and(is_num_slot) {
+                let end = self.num_end[j + 1];
+                *slot = Some((j + 1, end));
+                j = end;
+            } else {
+                break;
+            }
+        }
+        let mut pre = None;
+        for (k, marker) in [b'-', b'+'].into_iter().enumerate() {
+            if self.at(j) == Some(marker) && self.at(j + 1).is_some_and(is_ident_byte) {
+                let end = self.dotted_end[j + 1];
+                if k == 0 {
+                    pre = Some((j, end));
+                }
+                j = end;
+            }
+        }
+        Some(CvParts {
+            end: j,
+            major: (start, major_end),
+            minor: slots[0],
+            patch: slots[1],
+            pre,
+        })
+    }
 }
 
 /// The parts of a range version `v?N(.N)?(.N)?(-pre)?(+meta)?`, as byte offsets.
@@ -552,69 +629,28 @@ struct CvParts {
     pre: Option<(usize, usize)>,
 }
 
-/// Longest range version starting at `i` (every part of the grammar is greedy and unambiguous).
-fn scan_cv(b: &[u8], i: usize) -> Option<CvParts> {
-    let start = i + usize::from(b.get(i) == Some(&b'v'));
-    let major_end = scan_while(b, start, is_num_slot);
-    if major_end == start {
-        return None;
-    }
-    let mut j = major_end;
-    let mut slots = [None, None];
-    for slot in &mut slots {
-        if b.get(j) == Some(&b'.') && b.get(j + 1).is_some_and(|&c| is_num_slot(c)) {
-            let end = scan_while(b, j + 1, is_num_slot);
-            *slot = Some((j + 1, end));
-            j = end;
-        } else {
-            break;
-        }
-    }
-    let mut pre = None;
-    for (k, marker) in [b'-', b'+'].into_iter().enumerate() {
-        if b.get(j) == Some(&marker) && b.get(j + 1).is_some_and(|&c| is_ident_byte(c)) {
-            let mut end = scan_while(b, j + 1, is_ident_byte);
-            while b.get(end) == Some(&b'.') && b.get(end + 1).is_some_and(|&c| is_ident_byte(c)) {
-                end = scan_while(b, end + 1, is_ident_byte);
-            }
-            if k == 0 {
-                pre = Some((j, end));
-            }
-            j = end;
-        }
-    }
-    Some(CvParts {
-        end: j,
-        major: (start, major_end),
-        minor: slots[0],
-        patch: slots[1],
-        pre,
-    })
-}
-
 /// Splits one OR-group into (operator, version) pairs, or `None` if the group is not
 /// `\s*OP\s*VER\s*` followed by any number of `(\s+|,\s*)OP\s*VER\s*`.
 fn split_group(seg: &str) -> Option<Vec<(&str, &str)>> {
-    let b = seg.as_bytes();
+    let t = Text::new(seg);
     let mut out = Vec::new();
-    let mut i = skip_space(b, 0);
+    let mut i = t.skip_space(0);
     loop {
-        let op_end = scan_while(b, i, is_op_byte);
+        let mut op_end = i;
+        while t.at(op_end).is_some_and(is_op_byte) {
+            op_end += 1;
+        }
         let op = &seg[i..op_end];
         Op::parse(op)?;
-        let cv_start = skip_space(b, op_end);
-        let cv = scan_cv(b, cv_start)?;
+        let cv_start = t.skip_space(op_end);
+        let cv = t.cv(cv_start)?;
         out.push((op, &seg[cv_start..cv.end]));
-        let after = skip_space(b, cv.end);
-        if after == b.len() {
-            return Some(out);
-        }
-        if b[after] == b',' {
-            i = skip_space(b, after + 1);
-        } else if after > cv.end {
-            i = after;
-        } else {
-            return None;
+        let after = t.skip_space(cv.end);
+        match t.at(after) {
+            None => return Some(out),
+            Some(b',') => i = t.skip_space(after + 1),
+            Some(_) if after > cv.end => i = after,
+            Some(_) => return None,
         }
     }
 }
@@ -625,8 +661,7 @@ fn is_x(s: &str) -> bool {
 
 fn parse_comparator(op: &str, cv: &str) -> Result<Comparator, ConstraintError> {
     let op = Op::parse(op).ok_or(ConstraintError::Parser)?;
-    let b = cv.as_bytes();
-    let parts = scan_cv(b, 0).ok_or(ConstraintError::Parser)?;
+    let parts = Text::new(cv).cv(0).ok_or(ConstraintError::Parser)?;
     let text = |r: (usize, usize)| &cv[r.0..r.1];
     let major = text(parts.major);
     let pre = parts.pre.map_or("", text);
@@ -663,13 +698,13 @@ fn parse_comparator(op: &str, cv: &str) -> Result<Comparator, ConstraintError> {
 /// Rewrites hyphen ranges `A - B` into `>= A, <= B ` exactly as upstream does (including the trailing
 /// space and the replace-first-occurrence quirk), since error messages quote the rewritten text.
 fn rewrite_range(input: &str) -> Cow<'_, str> {
-    let b = input.as_bytes();
-    let mut matches: Vec<(usize, usize, usize, usize, usize, usize)> = Vec::new();
+    let t = Text::new(input);
+    let mut matches = Vec::new();
     let mut p = 0;
-    while p < b.len() {
-        if let Some(m) = hyphen_range_at(b, p) {
+    while p < input.len() {
+        if let Some(m) = hyphen_range_at(&t, p) {
+            p = m.end;
             matches.push(m);
-            p = m.1;
         } else {
             p += 1;
         }
@@ -678,28 +713,44 @@ fn rewrite_range(input: &str) -> Cow<'_, str> {
         return Cow::Borrowed(input);
     }
     let mut out = input.to_owned();
-    for (start, end, a0, a1, b0, b1) in matches {
-        let replacement = format!(">= {}, <= {} ", &input[a0..a1], &input[b0..b1]);
-        out = out.replacen(&input[start..end], &replacement, 1);
+    for m in matches {
+        let replacement = format!(
+            ">= {}, <= {} ",
+            &input[m.low.0..m.low.1],
+            &input[m.high.0..m.high.1]
+        );
+        out = out.replacen(&input[m.start..m.end], &replacement, 1);
     }
     Cow::Owned(out)
 }
 
-/// Matches `\s*VER\s+-\s+VER\s*` at `p`: (start, end, first version span, second version span).
-fn hyphen_range_at(b: &[u8], p: usize) -> Option<(usize, usize, usize, usize, usize, usize)> {
-    let a0 = skip_space(b, p);
-    let a1 = scan_cv(b, a0)?.end;
-    let dash = skip_space(b, a1);
-    if dash == a1 || b.get(dash) != Some(&b'-') {
+/// A hyphen range found in a range string, as byte offsets.
+struct HyphenRange {
+    start: usize,
+    end: usize,
+    low: (usize, usize),
+    high: (usize, usize),
+}
+
+/// Matches `\s*VER\s+-\s+VER\s*` at `p`.
+fn hyphen_range_at(t: &Text<'_>, p: usize) -> Option<HyphenRange> {
+    let a0 = t.skip_space(p);
+    let a1 = t.cv(a0)?.end;
+    let dash = t.skip_space(a1);
+    if dash == a1 || t.at(dash) != Some(b'-') {
         return None;
     }
-    let b0 = skip_space(b, dash + 1);
+    let b0 = t.skip_space(dash + 1);
     if b0 == dash + 1 {
         return None;
     }
-    let b1 = scan_cv(b, b0)?.end;
-    let end = skip_space(b, b1);
-    Some((p, end, a0, a1, b0, b1))
+    let b1 = t.cv(b0)?.end;
+    Some(HyphenRange {
+        start: p,
+        end: t.skip_space(b1),
+        low: (a0, a1),
+        high: (b0, b1),
+    })
 }
 
 /// Go's `%q` (`strconv.Quote`) for the strings upstream quotes in error messages.
@@ -819,6 +870,15 @@ mod tests {
         assert_eq!(rewrite_range("x1 - 2"), ">= x1, <= 2 ");
         let e = Constraints::parse("1 - 2 foo").unwrap_err();
         assert_eq!(e.to_string(), r#"improper constraint: ">= 1, <= 2 foo""#);
+    }
+
+    #[test]
+    fn hostile_ranges_stay_linear() {
+        // Each start position used to rescan to the end of the run: quadratic on these inputs.
+        for unit in ["1-a", "1", " ", "1.", "v1-"] {
+            let range = format!("{}#", unit.repeat(50_000));
+            assert!(Constraints::parse(&range).is_err());
+        }
     }
 
     #[test]
