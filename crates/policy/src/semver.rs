@@ -899,4 +899,68 @@ mod tests {
         }
         assert_eq!(v("1.0.0+a").cmp_precedence(&v("1.0.0+b")), Ordering::Equal);
     }
+
+    /// Differential tests against the grammar written as regular expressions (the form in which upstream
+    /// states it; the regex crate and Go's regexp share leftmost-first semantics). Go's `\s` is ASCII.
+    mod grammar_oracle {
+        use super::super::*;
+        use proptest::prelude::*;
+        use regex::Regex;
+
+        const S: &str = r"[\t\n\x0c\r ]";
+        const OPS: &str = r"=||!=|>|<|>=|=>|<=|=<|~|~>|\^";
+
+        fn cv() -> String {
+            let n = r"[0-9|xX*]+";
+            let id = r"[0-9A-Za-z\-]+";
+            format!(r"v?({n})(\.{n})?(\.{n})?(-({id}(\.{id})*))?(\+({id}(\.{id})*))?")
+        }
+
+        /// (whole-group validator, comparator finder, hyphen-range finder), compiled once.
+        static ORACLES: std::sync::LazyLock<(Regex, Regex, Regex)> =
+            std::sync::LazyLock::new(oracles);
+
+        fn oracles() -> (Regex, Regex, Regex) {
+            let cv = cv();
+            let valid =
+                format!(r"^({S}*({OPS}){S}*({cv}){S}*)((?:{S}+|,{S}*)({OPS}){S}*({cv}){S}*)*$");
+            let find = format!(r"({OPS}){S}*({cv})");
+            let range = format!(r"{S}*({cv}){S}+-{S}+({cv}){S}*");
+            (
+                Regex::new(&valid).unwrap(),
+                Regex::new(&find).unwrap(),
+                Regex::new(&range).unwrap(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn groups_split_like_the_regexes(seg in "[0-9xX*|v.+, \t=<>!~^ab-]{0,20}") {
+                let (valid, find, _) = &*ORACLES;
+                let mine = split_group(&seg);
+                prop_assert_eq!(mine.is_some(), valid.is_match(&seg));
+                if let Some(pieces) = mine {
+                    let theirs: Vec<(&str, &str)> = find
+                        .captures_iter(&seg)
+                        .map(|c| (c.get(1).map_or("", |m| m.as_str()), c.get(2).map_or("", |m| m.as_str())))
+                        .collect();
+                    prop_assert_eq!(pieces, theirs);
+                }
+            }
+
+            #[test]
+            fn hyphen_ranges_rewrite_like_the_regex(input in "[0-9xX*v.+ \t,<>=-]{0,24}") {
+                let (_, _, range) = &*ORACLES;
+                let mut expected = input.clone();
+                for c in range.captures_iter(&input) {
+                    let whole = c.get(0).map_or("", |m| m.as_str());
+                    let (low, high) = (c.get(1).map_or("", |m| m.as_str()), c.get(11).map_or("", |m| m.as_str()));
+                    expected = expected.replacen(whole, &format!(">= {low}, <= {high} "), 1);
+                }
+                prop_assert_eq!(rewrite_range(&input), expected);
+            }
+        }
+    }
 }
