@@ -916,6 +916,15 @@ mod tests {
             format!(r"v?({n})(\.{n})?(\.{n})?(-({id}(\.{id})*))?(\+({id}(\.{id})*))?")
         }
 
+        /// Masterminds' loose version grammar.
+        static LOOSE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+            let id = r"[0-9A-Za-z\-]+";
+            Regex::new(&format!(
+                r"^v?([0-9]+)(\.[0-9]+)?(\.[0-9]+)?(-({id}(\.{id})*))?(\+({id}(\.{id})*))?$"
+            ))
+            .unwrap()
+        });
+
         /// (whole-group validator, comparator finder, hyphen-range finder), compiled once.
         static ORACLES: std::sync::LazyLock<(Regex, Regex, Regex)> =
             std::sync::LazyLock::new(oracles);
@@ -948,6 +957,20 @@ mod tests {
                         .collect();
                     prop_assert_eq!(pieces, theirs);
                 }
+            }
+
+            #[test]
+            fn versions_parse_like_the_regex(v in "[0-9v.+aZ-]{0,14}|[0-9]{18,22}\\.[0-9]\\.[0-9]") {
+                let loose = &*LOOSE;
+                let expected = loose.captures(&v).and_then(|c| {
+                    let num = |i: usize| c.get(i).map_or(Some(0), |m| m.as_str().trim_start_matches('.').parse::<u64>().ok());
+                    let pre = c.get(5).map_or("", |m| m.as_str());
+                    let zero = pre.split('.').any(|p| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()));
+                    let meta = c.get(8).map_or("", |m| m.as_str());
+                    Some((num(1)?, num(2)?, num(3)?, pre, meta)).filter(|_| !zero)
+                });
+                let got = Version::parse_loose(&v).ok().map(|x| (x.major(), x.minor(), x.patch(), x.prerelease(), x.metadata()));
+                prop_assert_eq!(got, expected);
             }
 
             #[test]
