@@ -16,6 +16,8 @@
 //! compare equal (for semver: the value seen first wins, so `1.0.0` beats `v1.0.0` when `1.0.0` came
 //! first). A filter that keeps every tag unchanged therefore selects exactly what no filter selects.
 
+#![warn(missing_docs)]
+
 mod filter;
 mod numeric;
 pub mod semver;
