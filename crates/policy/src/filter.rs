@@ -31,6 +31,16 @@ impl Filter {
         Ok(Filter { regex, template })
     }
 
+    /// Whether the filter has an extract template (otherwise the candidate is the tag itself).
+    pub(crate) fn extracts(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Whether the pattern matches anywhere in the tag.
+    pub(crate) fn is_match(&self, tag: &str) -> bool {
+        self.regex.is_match(tag)
+    }
+
     /// Fresh capture slots to reuse across [`Filter::candidate`] calls.
     pub(crate) fn locations(&self) -> CaptureLocations {
         self.regex.capture_locations()

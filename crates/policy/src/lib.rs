@@ -211,6 +211,16 @@ impl Policy {
         let Some(filter) = &self.filter else {
             return self.latest(tags.into_iter().map(|t| (t, t)));
         };
+        if !filter.extracts() && !matches!(self.rule, Rule::Numerical { .. }) {
+            // Without a template the keys are the tags: a repeated key is the same string, so semver
+            // (first of equals wins) and alphabetical pick the same tag without de-duplication. Numerical
+            // needs it, as a repeat would move a value behind another equal one.
+            return self.latest(
+                tags.into_iter()
+                    .filter(|t| filter.is_match(t))
+                    .map(|t| (t, t)),
+            );
+        }
         // Distinct candidate keys: (first position, last original tag producing the key).
         let mut seen: HashMap<Cow<'t, str>, (usize, &'t str)> = HashMap::new();
         let mut locs = filter.locations();

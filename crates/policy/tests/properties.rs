@@ -162,6 +162,25 @@ proptest! {
         prop_assert_eq!(select(&plain, &tags), select(&filtered, &dup));
     }
 
+    /// Extracting the whole tag (`$0`) goes through de-duplication and must not change the choice either.
+    #[test]
+    fn whole_tag_extract_is_transparent(tags in tag_list(), range in ranges(), desc in any::<bool>()) {
+        let order = if desc { "desc" } else { "asc" };
+        let whole = Some(FilterSpec { pattern: "^.*$", extract: "$0" });
+        for choice in [Choice::SemVer { range }, Choice::Alphabetical { order }] {
+            let plain = Policy::new(Some(choice), None).unwrap();
+            let filtered = Policy::new(Some(choice), whole).unwrap();
+            prop_assert_eq!(select(&plain, &tags), select(&filtered, &tags));
+        }
+        let numbers: Vec<String> = tags.iter().map(|t| t.len().to_string()).collect();
+        let plain = Policy::new(Some(Choice::Numerical { order }), None).unwrap();
+        let filtered = Policy::new(Some(Choice::Numerical { order }), whole).unwrap();
+        let distinct: std::collections::BTreeSet<&String> = numbers.iter().collect();
+        if distinct.len() == numbers.len() {
+            prop_assert_eq!(select(&plain, &numbers), select(&filtered, &numbers));
+        }
+    }
+
     /// Versions order totally and consistently.
     #[test]
     fn precedence_is_a_total_order(a in semver_tag(), b in semver_tag(), c in semver_tag()) {
