@@ -181,6 +181,42 @@ proptest! {
         }
     }
 
+    /// With an extract template the choice is: de-duplicate keys (first appearance orders them, the last
+    /// tag producing a key is its original), apply the policy to the keys, map back. Checked against a
+    /// straightforward model of exactly that rule.
+    #[test]
+    fn extract_follows_the_documented_rule(
+        tags in prop::collection::vec("[abv]?-?[0-2]\\.[0-2]\\.[0-2]|[ab]-[0-9]{1,2}(\\.0)?", 0..24),
+        range in ranges(),
+        desc in any::<bool>(),
+    ) {
+        let order = if desc { "desc" } else { "asc" };
+        let versions = FilterSpec { pattern: r"^[ab]?-?(?P<key>.*)$", extract: "v$key" };
+        let numbers = FilterSpec { pattern: r"^[ab]-(?P<key>[0-9.]*)$", extract: "$key" };
+        let cases = [
+            (Choice::SemVer { range }, versions),
+            (Choice::Alphabetical { order }, versions),
+            (Choice::Numerical { order }, numbers),
+        ];
+        for (choice, spec) in cases {
+            // The model: (key, last original) in order of each key's first appearance.
+            let filter = Filter::new(spec.pattern, spec.extract).unwrap();
+            let mut model: Vec<(String, String)> = Vec::new();
+            for tag in &tags {
+                let Some(key) = filter.extract(tag) else { continue };
+                match model.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = tag.clone(),
+                    None => model.push((key, tag.clone())),
+                }
+            }
+            let keys: Vec<String> = model.iter().map(|(k, _)| k.clone()).collect();
+            let on_keys = select(&Policy::new(Some(choice), None).unwrap(), &keys);
+            let expected = on_keys.map(|k| model[keys.iter().position(|x| *x == k).unwrap()].1.clone());
+            let got = select(&Policy::new(Some(choice), Some(spec)).unwrap(), &tags);
+            prop_assert_eq!(got, expected, "{:?}", choice);
+        }
+    }
+
     /// Versions order totally and consistently.
     #[test]
     fn precedence_is_a_total_order(a in semver_tag(), b in semver_tag(), c in semver_tag()) {
