@@ -200,81 +200,105 @@ fn numerical_follows_go() {
 
 #[test]
 fn filters() {
-    let filter = |pattern, extract| Some(FilterSpec { pattern, extract });
-    // Unanchored: "1.0" matches inside other tags.
-    assert_eq!(
-        pick(
-            Choice::SemVer { range: "*" },
-            filter("1.0", ""),
-            &["21.0.0", "2.1.0", "3.0.0"]
-        )
-        .unwrap(),
-        "21.0.0"
+    let any = Choice::SemVer { range: "*" };
+    let asc = Choice::Numerical { order: "asc" };
+    type Case<'a> = (
+        &'a str,
+        Choice<'a>,
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        Result<&'a str, &'a str>,
     );
-    // Tags extracting to one value: the last one (in database order, the smallest) wins.
-    assert_eq!(
-        pick(
-            Choice::Numerical { order: "asc" },
-            filter(r"-(\d+)$", "$1"),
-            &["b-7", "a-7", "c-3"]
-        )
-        .unwrap(),
-        "a-7"
-    );
-    // Distinct values that compare equal: the one seen first wins for semver...
-    assert_eq!(
-        pick(
-            Choice::SemVer { range: "*" },
-            filter(r"^(?:x-)?(.*)$", "$1"),
-            &["v1.0.0", "x-1.0.0"]
-        )
-        .unwrap(),
-        "v1.0.0"
-    );
-    assert_eq!(
-        pick(
-            Choice::SemVer { range: "*" },
-            filter(r"^(?:x-)?(.*)$", "$1"),
-            &["x-1.0.0", "v1.0.0"]
-        )
-        .unwrap(),
-        "x-1.0.0"
-    );
-    // ...and the one seen last for numerical, counting each value at its first appearance.
-    assert_eq!(
-        pick(
-            Choice::Numerical { order: "asc" },
-            filter(r"n(.*)", "$1"),
-            &["n1.0", "n1", "n1.0"]
-        )
-        .unwrap(),
-        "n1"
-    );
-    assert_eq!(
-        pick(
-            Choice::SemVer { range: "*" },
-            filter("^nothing", ""),
-            &["1.0.0"]
+    let table: &[Case<'_>] = &[
+        (
+            "unanchored",
+            any,
+            "1.0",
+            "",
+            &["21.0.0", "2.1.0", "3.0.0"],
+            Ok("21.0.0"),
         ),
-        Err("version list argument cannot be empty".into())
-    );
-    // Empty pattern matches everything; an extract that drops everything yields one empty candidate.
-    assert_eq!(
-        pick(
+        // In database (descending) order the last, smallest tag wins a shared value.
+        (
+            "same value: last tag",
+            asc,
+            r"-(\d+)$",
+            "$1",
+            &["b-7", "a-7", "c-3"],
+            Ok("a-7"),
+        ),
+        // Distinct values that compare equal: the value seen first wins for semver...
+        (
+            "semver tie: first",
+            any,
+            r"^(?:x-)?(.*)$",
+            "$1",
+            &["v1.0.0", "x-1.0.0"],
+            Ok("v1.0.0"),
+        ),
+        (
+            "semver tie: first'",
+            any,
+            r"^(?:x-)?(.*)$",
+            "$1",
+            &["x-1.0.0", "v1.0.0"],
+            Ok("x-1.0.0"),
+        ),
+        // ...and the one seen last for numerical, each value counted at its first appearance.
+        (
+            "numerical tie: last",
+            asc,
+            "n(.*)",
+            "$1",
+            &["n1.0", "n1", "n1.0"],
+            Ok("n1"),
+        ),
+        (
+            "nothing kept",
+            any,
+            "^nothing",
+            "",
+            &["1.0.0"],
+            Err("version list argument cannot be empty"),
+        ),
+        (
+            "empty pattern",
             Choice::Alphabetical { order: "" },
-            filter("", ""),
-            &["a", "b"]
-        )
-        .unwrap(),
-        "b"
-    );
-    assert_eq!(
-        pick(Choice::Numerical { order: "" }, filter("x", "$9"), &["x1"]),
-        Err("failed to parse invalid numeric value ''".into())
-    );
+            "",
+            "",
+            &["a", "b"],
+            Ok("b"),
+        ),
+        (
+            "empty key",
+            asc,
+            "x",
+            "$9",
+            &["x1"],
+            Err("failed to parse invalid numeric value ''"),
+        ),
+    ];
+    for (name, choice, pattern, extract, tags, expected) in table {
+        let got = pick(*choice, Some(FilterSpec { pattern, extract }), tags);
+        assert_eq!(
+            got,
+            expected.map(str::to_owned).map_err(str::to_owned),
+            "{name}"
+        );
+    }
     assert!(
-        pick(Choice::SemVer { range: "*" }, filter("[=", ""), &["1.0.0"])
-            .unwrap_err()
-            .starts_with("failed to filter tags: invalid regular expression pattern '[=': error parsing regexp: ")
+        pick(
+            any,
+            Some(FilterSpec {
+                pattern: "[=",
+                extract: ""
+            }),
+            &["1.0.0"]
+        )
+        .unwrap_err()
+        .starts_with(
+            "failed to filter tags: invalid regular expression pattern '[=': error parsing regexp: "
+        )
     );
 }
