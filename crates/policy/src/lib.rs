@@ -211,16 +211,42 @@ impl Policy {
         let Some(filter) = &self.filter else {
             return self.latest(tags.into_iter().map(|t| (t, t)));
         };
-        if !filter.extracts() && !matches!(self.rule, Rule::Numerical { .. }) {
-            // Without a template the keys are the tags: a repeated key is the same string, so semver
-            // (first of equals wins) and alphabetical pick the same tag without de-duplication. Numerical
-            // needs it, as a repeat would move a value behind another equal one.
-            return self.latest(
+        match (&self.rule, filter.extracts()) {
+            // Numerical must see every distinct key in first-appearance order (see `select_distinct`).
+            (Rule::Numerical { .. }, _) => self.select_distinct(filter, tags),
+            // Without a template the keys are the tags, and a repeated key is the same string: semver
+            // (first of equals wins) and alphabetical pick the same tag without de-duplication.
+            (_, false) => self.latest(
                 tags.into_iter()
                     .filter(|t| filter.is_match(t))
                     .map(|t| (t, t)),
-            );
+            ),
+            (Rule::SemVer(c), true) => {
+                let in_range = |key: &str| Version::parse_tag(key).is_ok_and(|v| c.check(&v));
+                let greater = |key: &str, best: &str| match (
+                    Version::parse_tag(key),
+                    Version::parse_tag(best),
+                ) {
+                    (Ok(k), Ok(b)) => k.cmp_precedence(&b) == std::cmp::Ordering::Greater,
+                    _ => false,
+                };
+                stream_extracted(filter, tags, in_range, greater)?.ok_or(SelectError::NoMatch)
+            }
+            (Rule::Alphabetical { descending }, true) => {
+                let descending = *descending;
+                let better =
+                    |key: &str, best: &str| if descending { key < best } else { key > best };
+                stream_extracted(filter, tags, |_| true, better)?.ok_or(SelectError::Empty)
+            }
         }
+    }
+
+    /// The general filter path: de-duplicates keys (first appearance orders them, the last tag producing
+    /// a key is its original), then applies the rule to the distinct keys.
+    fn select_distinct<'t, I>(&self, filter: &Filter, tags: I) -> Result<&'t str, SelectError>
+    where
+        I: IntoIterator<Item = &'t str>,
+    {
         // Distinct candidate keys: (first position, last original tag producing the key).
         let mut seen: HashMap<Cow<'t, str>, (usize, &'t str)> = HashMap::new();
         let mut locs = filter.locations();
@@ -254,6 +280,40 @@ impl Policy {
             Rule::Alphabetical { descending } => latest_alphabetical(*descending, items),
             Rule::Numerical { descending } => latest_numerical(*descending, items),
         }
+    }
+}
+
+/// Streams extracted keys without storing them, for rules where the winner is the first key that is
+/// strictly `better` than all before it (semver, alphabetical). A later tag producing the winning key
+/// becomes its original, as with upstream's overwriting map. A key seen before the winner cannot overtake
+/// it on a repeat, since it was not better the first time. `Ok(None)`: keys existed but none was eligible.
+fn stream_extracted<'t>(
+    filter: &Filter,
+    tags: impl IntoIterator<Item = &'t str>,
+    eligible: impl Fn(&str) -> bool,
+    better: impl Fn(&str, &str) -> bool,
+) -> Result<Option<&'t str>, SelectError> {
+    let mut locs = filter.locations();
+    let mut key = String::new();
+    let mut best_key = String::new();
+    let mut best: Option<&'t str> = None;
+    let mut any = false;
+    for tag in tags {
+        if filter.candidate(tag, &mut locs, &mut key).is_none() {
+            continue;
+        }
+        any = true;
+        if best.is_some() && key == best_key {
+            best = Some(tag);
+        } else if eligible(&key) && (best.is_none() || better(&key, &best_key)) {
+            std::mem::swap(&mut best_key, &mut key);
+            best = Some(tag);
+        }
+    }
+    if any {
+        Ok(best)
+    } else {
+        Err(SelectError::Empty)
     }
 }
 
