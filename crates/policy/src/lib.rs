@@ -14,7 +14,8 @@
 //! the distinct values in Go map order, which is random. This crate evaluates them in the order of each
 //! value's *first* appearance in the input. The rules above then decide between distinct values that
 //! compare equal (for semver: the value seen first wins, so `1.0.0` beats `v1.0.0` when `1.0.0` came
-//! first). A filter that keeps every tag unchanged therefore selects exactly what no filter selects.
+//! first). A filter that keeps every tag unchanged therefore selects exactly what no filter selects, for
+//! input without repeated tags (a registry's tag list never repeats one).
 
 #![warn(missing_docs)]
 
