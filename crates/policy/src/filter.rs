@@ -1,5 +1,10 @@
 //! `filterTags`: an unanchored regular expression plus an optional extract template with the semantics of
 //! Go's `Regexp.Expand` (`$1`, `${1}`, `$name`, `${name}`, `$$`; `$1x` names group "1x").
+//!
+//! Patterns use the `regex` crate, whose syntax and leftmost-first matching follow RE2 like Go's `regexp`.
+//! Known differences, none visible on OCI tags (ASCII only): `\d`, `\s`, `\w`, `\b` are Unicode-aware here
+//! and ASCII in Go; nested classes and class set operations (`[a-z&&[^x]]`) compile here but not in Go.
+//! Compile errors are worded like Go's for an unclosed `[` or `(` and an unopened `)`.
 
 use regex::{CaptureLocations, Regex};
 
