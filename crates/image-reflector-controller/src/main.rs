@@ -4,6 +4,7 @@
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
 mod controller;
+mod select;
 
 use std::process::ExitCode;
 
@@ -29,15 +30,25 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Offline subcommands (none yet; `select` joins with the policy engine).
+/// Offline subcommands.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Evaluate an ImagePolicy offline against a list of tags and print the tag it selects.
+    Select(select::SelectArgs),
+}
 
 fn main() -> ExitCode {
     let cmd = Cli::command().after_help(help_table(REFLECTOR_GATES));
     let cli = Cli::from_arg_matches(&cmd.clone().get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(command) = cli.command {
-        match command {}
+        return match command {
+            Command::Select(args) => ExitCode::from(select::run(
+                &args,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+                std::io::stderr().lock(),
+            )),
+        };
     }
     runtime::app::start(
         controller::CONTROLLER_NAME,
