@@ -46,6 +46,23 @@ pub(crate) fn discover(root: &Path) -> Result<Found, Error> {
         return Ok(found);
     }
     walk(&real_root, &real_root, "", &mut found).map_err(walk_err)?;
+    // A file reached twice (through a symlink) is edited once, under its first path.
+    let mut first: std::collections::HashMap<PathBuf, String> = std::collections::HashMap::new();
+    let mut files = Vec::with_capacity(found.files.len());
+    for c in std::mem::take(&mut found.files) {
+        match first.get(&c.real) {
+            Some(p) => found.skipped.push(Skipped {
+                path: c.rel,
+                reason: format!("same file as {p}"),
+            }),
+            None => {
+                first.insert(c.real.clone(), c.rel.clone());
+                files.push(c);
+            }
+        }
+    }
+    found.files = files;
+    found.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(found)
 }
 

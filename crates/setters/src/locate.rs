@@ -149,6 +149,15 @@ pub(crate) fn locate(text: &str) -> Result<Located, String> {
                 line_comment[i - 1] = Some(i);
                 continue;
             }
+            // `item, # comment` in a flow collection: the comment belongs to the item.
+            Some((p, Kind::Other)) if p.kind() == "," && end_row(p) == row(c) => {
+                if let Some((s, Kind::Scalar(_))) = i.checked_sub(2).map(|q| toks[q]) {
+                    if end_row(s) == row(c) {
+                        line_comment[i - 2] = Some(i);
+                    }
+                }
+                continue;
+            }
             Some((p, _)) if end_row(p) == row(c) => continue,
             _ => {}
         }
