@@ -162,7 +162,12 @@ pub(crate) fn locate(text: &str) -> Result<Located, String> {
             _ => {}
         }
         // An own-line comment: a single-line head comment of the block sequence item below.
-        if prev.is_some_and(|(p, k)| k == Kind::Comment && end_row(p) + 1 == row(c)) {
+        // Own-line comments on consecutive lines form one multi-line head comment, which is
+        // never a marker; a line comment of the previous line is not part of it.
+        let own_line = |k: usize| k == 0 || end_row(toks[k - 1].0) < row(toks[k].0);
+        if prev
+            .is_some_and(|(p, k)| k == Kind::Comment && end_row(p) + 1 == row(c) && own_line(i - 1))
+        {
             continue;
         }
         let Some(&(dash, _)) = toks.get(i + 1) else {
