@@ -151,10 +151,10 @@ pub(crate) fn locate(text: &str) -> Result<Located, String> {
             }
             // `item, # comment` in a flow collection: the comment belongs to the item.
             Some((p, Kind::Other)) if p.kind() == "," && end_row(p) == row(c) => {
-                if let Some((s, Kind::Scalar(_))) = i.checked_sub(2).map(|q| toks[q]) {
-                    if end_row(s) == row(c) {
-                        line_comment[i - 2] = Some(i);
-                    }
+                if let Some((s, Kind::Scalar(_))) = i.checked_sub(2).map(|q| toks[q])
+                    && end_row(s) == row(c)
+                {
+                    line_comment[i - 2] = Some(i);
                 }
                 continue;
             }
@@ -206,12 +206,13 @@ pub(crate) fn locate(text: &str) -> Result<Located, String> {
             continue;
         }
         let line = row(comment) + 1;
-        if let Some(tag) = explicit_tag(node, text) {
-            if tag != "!!str" && tag != "!" {
-                return Err(format!(
-                    "line {line}: marked value has the explicit tag {tag}; refusing to change it"
-                ));
-            }
+        if let Some(tag) = explicit_tag(node, text)
+            && tag != "!!str"
+            && tag != "!"
+        {
+            return Err(format!(
+                "line {line}: marked value has the explicit tag {tag}; refusing to change it"
+            ));
         }
         let raw = &text[node.byte_range()];
         let old = scalar::decode(style, raw)

@@ -1,6 +1,7 @@
 //! Data-driven conformance: every update/policy case of `automation-cases.json` (and the
 //! source/controller cases that carry materialised fixture trees) run against the copied
 //! fixtures, byte for byte.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: failing loudly is the point
 
 mod common;
 

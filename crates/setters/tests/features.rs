@@ -1,5 +1,6 @@
 //! One test per preserved feature (issue 5 item 4), per Flux complaint (peers.md §2a items
 //! 1–7) and per bad-input rule. Each rewrites a file and checks the result byte for byte.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: failing loudly is the point
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! differs from the input only inside the marked scalars' spans, and re-parses (with
 //! serde-saphyr, independently of the crate's own verification) to the same tree apart from
 //! the marked values, which read back as the intended strings.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: failing loudly is the point
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test helpers: failing loudly is the point
 
 use std::fs;
 use std::path::{Path, PathBuf};
