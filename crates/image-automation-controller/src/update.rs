@@ -73,7 +73,14 @@ fn execute(
     err: &mut impl Write,
 ) -> std::io::Result<u8> {
     let policies: Policies = args.policies.iter().cloned().collect();
-    let plan = match setters::plan(&args.path, &Setters::new(&policies)) {
+    let setters = match Setters::new(&policies) {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(FAILED);
+        }
+    };
+    let plan = match setters::plan(&args.path, &setters) {
         Ok(plan) => plan,
         Err(e) => {
             writeln!(err, "error: {e}")?;

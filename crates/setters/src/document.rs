@@ -3,7 +3,9 @@
 
 use crate::locate::{self, Site};
 use crate::scalar::{self, Style};
-use crate::{Change, ObjectChanges, Setters, verify};
+use std::collections::HashMap;
+
+use crate::{Change, ObjectChanges, ObjectId, Setters, verify};
 
 /// A marker whose setter is unknown.
 #[derive(Debug)]
@@ -86,6 +88,7 @@ pub(crate) fn edit_file(text: &str, setters: &Setters) -> Result<Outcome, String
     let mut out = String::new();
     let mut copied = 0;
     let mut objects: Vec<ObjectChanges> = Vec::new();
+    let mut object_index: HashMap<ObjectId, usize> = HashMap::new();
     let mut line_base = 0;
     let mut line_pos = 0;
     for (start, end) in split_documents(text) {
@@ -154,12 +157,16 @@ pub(crate) fn edit_file(text: &str, setters: &Setters) -> Result<Outcome, String
         out.push_str(&text[copied..start]);
         out.push_str(&new_doc);
         copied = end;
-        match objects.iter_mut().find(|o| o.object == located.object) {
-            Some(o) => o.changes.extend(changes),
-            None => objects.push(ObjectChanges {
-                object: located.object,
-                changes,
-            }),
+        // Documents sharing an identity (e.g. several without metadata) share one entry.
+        match object_index.get(&located.object) {
+            Some(&k) => objects[k].changes.extend(changes),
+            None => {
+                object_index.insert(located.object.clone(), objects.len());
+                objects.push(ObjectChanges {
+                    object: located.object,
+                    changes,
+                });
+            }
         }
     }
     if !objects.is_empty() {

@@ -15,7 +15,7 @@ pub struct ImageRef {
 
 /// Why a string is not an image reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid image ref {input:?}: {reason}")]
+#[error("encountered invalid image ref {input:?}: {reason}")]
 pub struct ImageRefError {
     /// The rejected text.
     pub input: String,
@@ -118,16 +118,21 @@ pub struct Setters {
 }
 
 impl Setters {
-    /// Builds the four setters of every policy.
-    pub fn new(policies: &Policies) -> Self {
+    /// Builds the four setters of every policy. Any invalid reference fails the whole table,
+    /// as in Flux (even one no marker uses).
+    pub fn new(policies: &Policies) -> Result<Self, ImageRefError> {
         let mut values = HashMap::with_capacity(policies.len() * 4);
         for (key, r) in policies {
+            r.validate().map_err(|reason| ImageRefError {
+                input: r.to_string(),
+                reason,
+            })?;
             values.insert(key.clone(), r.to_string());
             values.insert(format!("{key}:tag"), r.tag.clone());
             values.insert(format!("{key}:name"), r.name.clone());
             values.insert(format!("{key}:digest"), r.digest.clone());
         }
-        Self { values }
+        Ok(Self { values })
     }
 
     /// The value a setter writes, if the setter exists.
@@ -162,11 +167,24 @@ mod tests {
     fn builds_four_setters_per_policy() {
         let mut p = Policies::new();
         p.insert("ns:p".into(), ImageRef::parse("img:1.0").unwrap());
-        let s = Setters::new(&p);
+        let s = Setters::new(&p).unwrap();
         assert_eq!(s.get("ns:p"), Some("img:1.0"));
         assert_eq!(s.get("ns:p:tag"), Some("1.0"));
         assert_eq!(s.get("ns:p:name"), Some("img"));
         assert_eq!(s.get("ns:p:digest"), Some(""));
         assert_eq!(s.get("ns:p:other"), None);
+        p.insert(
+            "ns:q".into(),
+            ImageRef {
+                name: "bad name".into(),
+                ..ImageRef::default()
+            },
+        );
+        let err = Setters::new(&p).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("encountered invalid image ref \"bad name\""),
+            "{err}"
+        );
     }
 }

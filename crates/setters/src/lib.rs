@@ -16,6 +16,7 @@ mod scalar;
 mod verify;
 mod write;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use image::{ImageRef, ImageRefError, Policies, Setters};
@@ -68,23 +69,25 @@ pub fn plan(root: &Path, setters: &Setters) -> Result<Plan, Error> {
         },
         files: Vec::new(),
     };
+    let token = memchr::memmem::Finder::new(marker::TOKEN);
+    // One buffer for all reads: most files are read only to be screened out.
+    let mut buf = Vec::new();
     for file in found.files {
-        let bytes = match std::fs::read(&file.real) {
-            Ok(b) => b,
-            Err(e) => {
-                plan.report
-                    .errors
-                    .push(FileError::new(&file.rel, format!("reading YAML file: {e}")));
-                continue;
-            }
-        };
-        if memchr::memmem::find(&bytes, marker::TOKEN.as_bytes()).is_none() {
+        buf.clear();
+        let read = std::fs::File::open(&file.real).and_then(|mut f| f.read_to_end(&mut buf));
+        if let Err(e) = read {
+            plan.report
+                .errors
+                .push(FileError::new(&file.rel, format!("reading YAML file: {e}")));
             continue;
         }
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
+        if token.find(&buf).is_none() {
+            continue;
+        }
+        let text = match std::str::from_utf8(&buf) {
+            Ok(t) => t.to_owned(),
             Err(e) => {
-                let at = e.utf8_error().valid_up_to();
+                let at = e.valid_up_to();
                 plan.report.errors.push(FileError::new(
                     &file.rel,
                     format!("not valid UTF-8 (at byte {at}); file skipped"),
@@ -92,7 +95,12 @@ pub fn plan(root: &Path, setters: &Setters) -> Result<Plan, Error> {
                 continue;
             }
         };
-        match document::edit_file(&text, setters) {
+        // Last line of defence for repository content: a panic in a parser fails this file only.
+        let edited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            document::edit_file(&text, setters)
+        }))
+        .unwrap_or_else(|_| Err("internal error while parsing; file skipped".to_owned()));
+        match edited {
             Ok(outcome) => {
                 for unknown in outcome.unknown {
                     plan.report.unknown_markers.push(UnknownMarker {

@@ -127,10 +127,15 @@ impl Report {
     /// concatenated (Flux ≥ 1.2.0). Objects in order of first appearance.
     pub fn objects(&self) -> Vec<ObjectChanges> {
         let mut out: Vec<ObjectChanges> = Vec::new();
+        let mut index: std::collections::HashMap<&ObjectId, usize> =
+            std::collections::HashMap::new();
         for o in self.files.iter().flat_map(|f| &f.objects) {
-            match out.iter_mut().find(|x| x.object == o.object) {
-                Some(x) => x.changes.extend(o.changes.iter().cloned()),
-                None => out.push(o.clone()),
+            match index.get(&o.object) {
+                Some(&k) => out[k].changes.extend(o.changes.iter().cloned()),
+                None => {
+                    index.insert(&o.object, out.len());
+                    out.push(o.clone());
+                }
             }
         }
         out

@@ -22,9 +22,9 @@ pub(crate) fn replace(target: &Path, original: &str, updated: &str) -> Result<()
         .map_err(|e| format!("creating temporary file: {e}"))?;
     tmp.write_all(updated.as_bytes())
         .map_err(|e| format!("writing temporary file: {e}"))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| format!("syncing temporary file: {e}"))?;
+    // No fsync: the rename already gives readers all-or-nothing, and the files live in a
+    // working copy that is committed (or thrown away) right after; a sync per file would
+    // cost more than the whole update.
     std::fs::set_permissions(tmp.path(), perms).map_err(|e| format!("setting permissions: {e}"))?;
     tmp.persist(target)
         .map_err(|e| format!("renaming into place: {}", e.error))?;

@@ -36,7 +36,7 @@ fn policies_of(case: &Value) -> Setters {
         assert_eq!(image.to_string(), p["latestImage"].as_str().unwrap());
         policies.insert(format!("{ns}:{name}"), image);
     }
-    Setters::new(&policies)
+    Setters::new(&policies).unwrap()
 }
 
 /// The report in the JSON shape of the cases: `{file: [{object, changes}]}`.

@@ -387,3 +387,51 @@ fn the_generator_exercises_markers_of_every_kind() {
         check(seed).unwrap();
     }
 }
+
+/// Damages a generated file at random places (deleting, duplicating or inserting YAML
+/// indicator bytes) to reach parser corners.
+fn mutate(text: &str, rng: &mut Rng) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(3) {
+            0 => {
+                bytes.remove(at);
+            }
+            1 => {
+                let b = bytes[at];
+                bytes.insert(at, b);
+            }
+            _ => {
+                let b = b":-?[]{}#&*!|>'\"%@ \t\n"[rng.below(20)];
+                bytes.insert(at, b);
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    /// Damaged input never panics; whatever is written still re-parses to the original tree
+    /// apart from the marked values (checked by the crate's own verification) and the output
+    /// differs from the input only where values were set.
+    #[test]
+    fn damaged_input_never_panics_or_writes_garbage(seed in any::<u64>()) {
+        let mut rng = Rng(seed ^ 0x5EED);
+        let input = mutate(&Gen::file(seed).out, &mut rng);
+        let dir = common::tree(&[("f.yaml", &input)]);
+        let setters = common::setters(&[("ns:app", "app:2.0"), ("ns:reg", "reg.io/team/app:1.2.3@sha256:0123abcd")]);
+        let plan = setters::plan(dir.path(), &setters).unwrap();
+        for f in &plan.files {
+            // Any written file must parse wherever the original did.
+            let before: Result<Vec<Value>, _> = serde_saphyr::from_multiple(&f.original);
+            let after: Result<Vec<Value>, _> = serde_saphyr::from_multiple(&f.updated);
+            prop_assert!(before.is_err() || after.is_ok(), "broke a valid file:\n{}\n{}", f.original, f.updated);
+            prop_assert_eq!(f.original.matches('\n').count(), f.updated.matches('\n').count());
+        }
+    }
+}

@@ -66,7 +66,7 @@ pub fn setters(pairs: &[(&str, &str)]) -> Setters {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), ImageRef::parse(v).unwrap()))
         .collect();
-    Setters::new(&policies)
+    Setters::new(&policies).unwrap()
 }
 
 /// Writes `files` into a fresh temporary directory.
