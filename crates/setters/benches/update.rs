@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use setters::{ImageRef, Policies, Setters};
@@ -83,32 +83,85 @@ fn tree_10k(c: &mut Criterion) {
     group.finish();
 }
 
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The same comparison interleaved round by round, so that load from other processes on a
+/// shared machine hits both sides alike; prints the medians and the ratio to grep.
+fn tree_10k_interleaved(_c: &mut Criterion) {
+    let Ok(dir) = tempfile::tempdir() else { return };
+    make_tree(dir.path());
+    let tags = [setters_for("2.0.0"), setters_for("3.0.0")];
+    let (mut grep, mut plan, mut update) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..15 {
+        let t = Instant::now();
+        let out = Command::new("grep")
+            .arg("-rl")
+            .arg("\"$imagepolicy\"")
+            .arg(dir.path())
+            .output();
+        grep.push(t.elapsed());
+        black_box(out.map(|o| o.stdout.len()).unwrap_or(0));
+        let t = Instant::now();
+        black_box(
+            setters::plan(dir.path(), &tags[round % 2])
+                .map(|p| p.files.len())
+                .unwrap_or(0),
+        );
+        plan.push(t.elapsed());
+        let t = Instant::now();
+        black_box(
+            setters::update(dir.path(), &tags[round % 2])
+                .map(|r| r.files.len())
+                .unwrap_or(0),
+        );
+        update.push(t.elapsed());
+    }
+    let (g, p, u) = (median(grep), median(plan), median(update));
+    println!(
+        "tree_10k_files_1pct_marked/interleaved (15 rounds, medians): grep -rl {g:?}, setters plan {p:?} ({:.2}x grep), setters update {u:?} ({:.2}x grep)",
+        p.as_secs_f64() / g.as_secs_f64(),
+        u.as_secs_f64() / g.as_secs_f64()
+    );
+}
+
 fn big_file(c: &mut Criterion) {
     let Ok(dir) = tempfile::tempdir() else { return };
-    let mut text = String::with_capacity(51 << 20);
-    let mut i = 0;
-    while text.len() < 50 << 20 {
-        text.push_str("---\n");
-        text.push_str(&manifest(i, true));
-        i += 1;
-    }
-    std::fs::write(dir.path().join("all.yaml"), &text).unwrap_or_default();
     let tags = [setters_for("2.0.0"), setters_for("3.0.0")];
     let mut group = c.benchmark_group("single_50mb_file");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(30));
-    let mut flip = 0usize;
-    group.bench_function(format!("setters_update_{i}_docs_all_marked"), |b| {
-        b.iter(|| {
-            flip ^= 1;
-            let report = setters::update(dir.path(), &tags[flip]).unwrap_or_default();
-            assert_eq!(report.files.len(), 1, "{:?}", report.errors);
-            black_box(report)
-        })
-    });
+    for every in [100, 1] {
+        let mut text = String::with_capacity(51 << 20);
+        let mut i = 0;
+        while text.len() < 50 << 20 {
+            text.push_str("---\n");
+            text.push_str(&manifest(i, i % every == 0));
+            i += 1;
+        }
+        let path = dir.path().join("all.yaml");
+        std::fs::write(&path, &text).unwrap_or_default();
+        drop(text);
+        let marked = if every == 1 {
+            "all".to_owned()
+        } else {
+            format!("1_in_{every}")
+        };
+        let mut flip = 0usize;
+        group.bench_function(format!("setters_update_{i}_docs_{marked}_marked"), |b| {
+            b.iter(|| {
+                flip ^= 1;
+                let report = setters::update(&path, &tags[flip]).unwrap_or_default();
+                assert_eq!(report.files.len(), 1, "{:?}", report.errors);
+                black_box(report)
+            })
+        });
+    }
     group.finish();
 }
 
-criterion_group!(benches, tree_10k, big_file);
+criterion_group!(benches, tree_10k_interleaved, tree_10k, big_file);
 criterion_main!(benches);

@@ -5,6 +5,17 @@
 //! the new file contents by splicing the new values into the original bytes. Every edited
 //! document is re-parsed and compared event by event with the original before anything is
 //! written. [`Plan::apply`] writes the files atomically; [`update`] does both.
+//!
+//! Deliberate differences from Flux (kyaml), all in the direction of changing less:
+//! - only the bytes of changed marked scalars change; unchanged files and values are never
+//!   re-serialised (no re-quoting of unchanged numeric values, no `!!float v1.1` tags);
+//! - documents whose root is a sequence or scalar are handled too (Flux skips the file);
+//! - unparsable files, non-UTF-8 files and markers naming unknown policies are reported, not
+//!   silently skipped; a marked value with a non-string explicit tag is refused;
+//! - a symlink is followed only when its target stays inside the root, and a file reached
+//!   twice is edited once; `List` unwrapping is not done;
+//! - head-comment markers work above block sequence items; markers on block scalars are
+//!   ignored (they never carry image references).
 
 mod discover;
 mod document;

@@ -502,3 +502,27 @@ fn complaint_7_sequence_root_files_are_updated() {
         setters::ObjectId::default()
     );
 }
+
+#[test]
+fn byte_order_mark_and_tabs_are_kept() {
+    let input = format!("\u{feff}a:\t1\nimage: app:1.0\t# {M}\n");
+    assert_rewrite(&input, &input.replace("app:1.0", "app:2.0"));
+}
+
+#[test]
+fn a_marker_after_a_flow_collection_is_not_a_scalar_marker() {
+    let input = format!("images: {{image: app:1.0}} # {M}\nlist: [app:1.0] # {M}\n");
+    let (got, report) = rewrite(&input);
+    assert_eq!(got, input);
+    assert!(report.files.is_empty() && report.errors.is_empty());
+}
+
+#[test]
+fn the_token_outside_a_marker_changes_nothing() {
+    let input = "# mentions \"$imagepolicy\" in prose\nimage: app:1.0\n";
+    let (got, report) = rewrite(input);
+    assert_eq!(got, input);
+    assert!(
+        report.files.is_empty() && report.errors.is_empty() && report.unknown_markers.is_empty()
+    );
+}
