@@ -75,3 +75,57 @@ pub(crate) fn verify(before: &str, after: &str, edits: &[Edit]) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::verify;
+    use crate::document::Edit;
+    use crate::scalar::Style;
+
+    fn edit(old: &str, new: &str, new_style: Style) -> Edit {
+        Edit {
+            start: 0,
+            end: 0,
+            text: String::new(),
+            old: old.into(),
+            new: new.into(),
+            old_style: Style::Plain,
+            new_style,
+        }
+    }
+
+    #[test]
+    fn accepts_exactly_the_intended_change() {
+        let e = [edit("app:1", "app:2", Style::Plain)];
+        assert_eq!(
+            verify("a: app:1 # c\nb: x\n", "a: app:2 # c\nb: x\n", &e),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn refuses_a_change_outside_the_marked_values() {
+        let e = [edit("app:1", "app:2", Style::Plain)];
+        let err = verify("a: app:1\nb: x\n", "a: app:2\nb: y\n", &e).unwrap_err();
+        assert!(err.contains("unmarked value changed"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_value_that_reads_back_differently() {
+        let e = [edit("app:1", "1.0", Style::Plain)];
+        let err = verify("a: app:1\n", "a: 1.0\n", &e).unwrap_err();
+        assert!(err.contains("would not read back as a string"), "{err}");
+        let e = [edit("app:1", "a b", Style::Plain)];
+        let err = verify("a: app:1\n", "a: a  b\n", &e).unwrap_err();
+        assert!(err.contains("reads back as"), "{err}");
+    }
+
+    #[test]
+    fn refuses_structural_damage_and_broken_yaml() {
+        let e = [edit("app:1", "x: y", Style::Plain)];
+        assert!(verify("a: app:1\n", "a: x: y\n", &e).is_err());
+        assert!(verify("a: app:1\n", "a: [x\n", &e).is_err());
+        let err = verify("a: app:1\n", "a: app:1\n", &e).unwrap_err();
+        assert!(err.contains("did not change"), "{err}");
+    }
+}
