@@ -4,6 +4,7 @@
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
 mod controller;
+mod update;
 
 use std::process::ExitCode;
 
@@ -29,15 +30,24 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Offline subcommands (none yet; `update` joins with the setters engine).
+/// Offline subcommands.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Update the fields marked with `$imagepolicy` comments under a directory, offline.
+    Update(update::UpdateArgs),
+}
 
 fn main() -> ExitCode {
     let cmd = Cli::command().after_help(help_table(AUTOMATION_GATES));
     let cli = Cli::from_arg_matches(&cmd.clone().get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(command) = cli.command {
-        match command {}
+        return match command {
+            Command::Update(args) => ExitCode::from(update::run(
+                &args,
+                std::io::stdout().lock(),
+                std::io::stderr().lock(),
+            )),
+        };
     }
     runtime::app::start(
         controller::CONTROLLER_NAME,
