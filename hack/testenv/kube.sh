@@ -281,6 +281,25 @@ start_apiserver() {
   die "kube-apiserver: no free port after $PORT_ATTEMPTS attempts"
 }
 
+# Install the project's config/default (CRDs, RBAC, the flux-system namespace; its Deployments stay inert, as
+# nothing runs pods) and the GitRepository CRD the automation controller reads, so tests find the cluster as
+# after a real install. TESTENV_KUBE_NO_CONFIG=1 leaves the server empty.
+apply_project_config() {
+  [ -z "${TESTENV_KUBE_NO_CONFIG:-}" ] || return 0
+  local kc=$KUBE_STATE/admin.kubeconfig repo=$TESTENV_REPO
+  [ -d "$repo/config/default" ] || return 0
+  # 1.20 does not know `x-kubernetes-validations`: kubectl's client-side validation rejects it and server-side
+  # apply fails on it, so this is a client-side apply without client validation (the server drops the rules).
+  run_or_die "applying config/default" kubectl --kubeconfig "$kc" --cache-dir "$KUBE_STATE/kubectl-cache" \
+    apply --validate=false -k "$repo/config/default"
+  if [ -d "$repo/config/testdata/crd" ]; then
+    run_or_die "applying config/testdata/crd" kubectl --kubeconfig "$kc" --cache-dir "$KUBE_STATE/kubectl-cache" \
+      apply --validate=false -f "$repo/config/testdata/crd"
+  fi
+  run_or_die "waiting for the CRDs to be established" kubectl --kubeconfig "$kc" \
+    --cache-dir "$KUBE_STATE/kubectl-cache" wait --for=condition=Established --timeout="${READY_TIMEOUT}s" crd --all
+}
+
 cmd_up() {
   need_pkgs etcd-server openssl curl
   command -v kubectl >/dev/null || need_pkgs kubernetes-client
@@ -312,6 +331,7 @@ cmd_up() {
   write_kubeconfig "$KUBE_STATE/automation.kubeconfig" "$AUTOMATION_USER" "$automation_token" "$KUBE_NS"
   # The controllers' home namespace (leader-election Roles and ServiceAccounts live there).
   run_or_die "creating namespace $KUBE_NS" kubectl --kubeconfig "$KUBE_STATE/admin.kubeconfig" create namespace "$KUBE_NS" --save-config
+  apply_project_config
   {
     printf 'export TESTENV_KUBECONFIG=%q\n' "$KUBE_STATE/admin.kubeconfig"
     printf 'export TESTENV_KUBECONFIG_REFLECTOR=%q\n' "$KUBE_STATE/reflector.kubeconfig"
