@@ -265,11 +265,12 @@ fn is_local_suffix(registry: &str) -> bool {
     host.ends_with(".local") || host.ends_with(".localhost")
 }
 
-/// Whether the host part (before the first `:`) is an IPv4 address in 10/8, 172.16/12 or 192.168/16.
+/// Whether the host part (before the first `:`) is an IPv4 address in 10/8, 172.16/12 or 192.168/16,
+/// or (beyond go-containerregistry's literal `127.0.0.1`) anywhere in the loopback range 127/8.
 fn is_rfc1918(registry: &str) -> bool {
     let host = registry.split(':').next().unwrap_or(registry);
     match host.parse::<Ipv4Addr>() {
-        Ok(ip) => ip.is_private(),
+        Ok(ip) => ip.is_private() || ip.is_loopback(),
         Err(_) => false,
     }
 }
@@ -283,7 +284,7 @@ mod tests {
         let cases = [
             ("alpine", "index.docker.io/library/alpine"),
             ("docker.io/alpine", "index.docker.io/library/alpine"),
-            ("docker.io/x", "index.docker.io/library/x"),
+            ("docker.io/xy", "index.docker.io/library/xy"),
             ("fluxcd/flux", "index.docker.io/fluxcd/flux"),
             ("example.com:9999/foo/bar", "example.com:9999/foo/bar"),
             ("localhost:5000/foo", "localhost:5000/foo"),
@@ -303,6 +304,8 @@ mod tests {
         for bad in [
             "Example.com/Foo",
             "a",
+            // One-character repositories are invalid in go-containerregistry, with or without a registry.
+            "docker.io/x",
             "ghcr.io/stefanprodan/podinfo/foo:bar:zzz:qqq/aaa",
             "",
             "example.com/",
@@ -327,7 +330,7 @@ mod tests {
 
     #[test]
     fn schemes() {
-        let https = ["example.com/foo", "ghcr.io/a/b", "8.8.8.8:5000/x"];
+        let https = ["example.com/foo", "ghcr.io/a/b", "8.8.8.8:5000/xy"];
         for s in https {
             assert_eq!(
                 ImageRef::parse(s, false).unwrap().scheme(),
@@ -340,6 +343,7 @@ mod tests {
             "registry.localhost/foo",
             "registry.local:5000/foo",
             "127.0.0.1:5000/foo",
+            "127.0.0.2:5000/foo",
             "10.1.2.3/foo",
             "172.16.0.1:443/foo",
             "192.168.1.1/foo",
