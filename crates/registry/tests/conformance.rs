@@ -1,6 +1,8 @@
 //! Data-driven tests: Flux's `registry.*` conformance cases (tests/data/registry-cases.json) and the
 //! keychain matching cases (tests/data/keychain-cases.json).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly on bad fixtures
+
 use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
@@ -33,7 +35,11 @@ fn parse_image_reference_cases() {
             continue;
         }
         let r = got.unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(r.canonical(), expected["refString"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            r.canonical(),
+            expected["refString"].as_str().unwrap(),
+            "{name}"
+        );
         if expected["scheme"] == "http" {
             assert_eq!(r.scheme(), Scheme::HttpsThenHttp, "{name}");
         }
@@ -185,7 +191,10 @@ async fn auth_options_cases() {
             // Deviation until cloud providers land (issue 7 item 6): a clear error instead of lazy
             // credentials, never a silent anonymous fallback.
             let err = got.unwrap_err();
-            assert!(matches!(err, OptionsError::ProviderNotSupported(_)), "{name}: {err}");
+            assert!(
+                matches!(err, OptionsError::ProviderNotSupported(_)),
+                "{name}: {err}"
+            );
             assert_eq!(err.to_string(), "provider 'aws' is not supported yet");
             continue;
         }
@@ -198,7 +207,9 @@ async fn auth_options_cases() {
                 | "proxy secret ref with non-existing secret" => {
                     "secret 'test-ns/non-existing-secret' not found"
                 }
-                "service account with non-existing pull secret" => "secret 'test-ns/test-secret' not found",
+                "service account with non-existing pull secret" => {
+                    "secret 'test-ns/test-secret' not found"
+                }
                 "unsupported provider" => "provider 'unsupported-provider' not implemented",
                 other => panic!("no expected message for {other}"),
             };
@@ -222,8 +233,16 @@ async fn auth_options_cases() {
         } else {
             assert_eq!(cred, Credential::Anonymous, "{name}");
         }
-        assert_eq!(access.transport.tls.is_some(), access_spec.cert_secret_ref.is_some(), "{name}");
-        assert_eq!(access.transport.proxy.is_some(), access_spec.proxy_secret_ref.is_some(), "{name}");
+        assert_eq!(
+            access.transport.tls.is_some(),
+            access_spec.cert_secret_ref.is_some(),
+            "{name}"
+        );
+        assert_eq!(
+            access.transport.proxy.is_some(),
+            access_spec.proxy_secret_ref.is_some(),
+            "{name}"
+        );
     }
     assert_eq!(n, 16);
 }
@@ -232,7 +251,10 @@ fn keychain_secret(i: usize, s: &Value) -> SecretData {
     let ty = s["type"].as_str().unwrap().to_string();
     let mut data = BTreeMap::new();
     if let Some(c) = s.get("config") {
-        data.insert(".dockerconfigjson".to_string(), serde_json::to_vec(c).unwrap());
+        data.insert(
+            ".dockerconfigjson".to_string(),
+            serde_json::to_vec(c).unwrap(),
+        );
     }
     if let Some(c) = s.get("dockercfg") {
         data.insert(".dockercfg".to_string(), serde_json::to_vec(c).unwrap());
@@ -299,15 +321,22 @@ fn bad_tls_and_proxy_secrets() {
     let secret = |data: Vec<(&str, &[u8])>| SecretData {
         name: "ns/s".into(),
         secret_type: "Opaque".into(),
-        data: data.into_iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+        data: data
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect(),
     };
-    let err = registry::TlsOptions::from_secret(&secret(vec![("tls.crt", CLIENT_CERT)])).unwrap_err();
+    let err =
+        registry::TlsOptions::from_secret(&secret(vec![("tls.crt", CLIENT_CERT)])).unwrap_err();
     assert_eq!(
         err.to_string(),
         "secret 'ns/s': invalid TLS data: found 'tls.crt' but no 'tls.key'"
     );
     let err = registry::TlsOptions::from_secret(&secret(vec![("ca.crt", b"garbage")])).unwrap_err();
-    assert!(err.to_string().contains("failed to parse CA certificate"), "{err}");
+    assert!(
+        err.to_string().contains("failed to parse CA certificate"),
+        "{err}"
+    );
     let err = registry::TlsOptions::from_secret(&secret(vec![("foo", b"x")])).unwrap_err();
     assert!(err.to_string().contains("no 'ca.crt'"), "{err}");
     assert!(registry::TlsOptions::from_secret(&secret(vec![("ca.crt", CA)])).is_ok());
@@ -316,13 +345,15 @@ fn bad_tls_and_proxy_secrets() {
     assert_eq!(err.to_string(), "secret 'ns/s': key 'address' not found");
     let err = registry::ProxyOptions::from_secret(&secret(vec![("address", b"")])).unwrap_err();
     assert_eq!(err.to_string(), "secret 'ns/s': proxy address is empty");
-    let err = registry::ProxyOptions::from_secret(&secret(vec![("address", b"ftp://p:21")])).unwrap_err();
+    let err =
+        registry::ProxyOptions::from_secret(&secret(vec![("address", b"ftp://p:21")])).unwrap_err();
     assert_eq!(
         err.to_string(),
         "secret 'ns/s': proxy URL must use http, https or socks5 scheme, got 'ftp'"
     );
     let long = format!("http://{}", "a".repeat(2100));
-    let err = registry::ProxyOptions::from_secret(&secret(vec![("address", long.as_bytes())])).unwrap_err();
+    let err = registry::ProxyOptions::from_secret(&secret(vec![("address", long.as_bytes())]))
+        .unwrap_err();
     assert!(err.to_string().contains("2048"), "{err}");
     let p = registry::ProxyOptions::from_secret(&secret(vec![
         ("address", b"socks5://proxy:1080"),
@@ -331,7 +362,10 @@ fn bad_tls_and_proxy_secrets() {
     ]))
     .unwrap();
     assert_eq!(p.url.username(), "u");
-    assert!(!format!("{p:?}").contains("p%20w"), "password leaked in Debug");
+    assert!(
+        !format!("{p:?}").contains("p%20w"),
+        "password leaked in Debug"
+    );
 }
 
 #[tokio::test]
@@ -341,6 +375,8 @@ async fn missing_service_account() {
         service_account_name: Some("robot".into()),
         ..Default::default()
     };
-    let err = resolve_access(&spec, &Objects::default()).await.unwrap_err();
+    let err = resolve_access(&spec, &Objects::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "serviceaccount 'ns/robot' not found");
 }

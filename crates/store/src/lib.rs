@@ -254,7 +254,7 @@ impl TagStore {
                 Err(e) => return Err(io_err("stat", &path, e)),
             }
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         for (i, (_, path, compressed)) in candidates.iter().enumerate() {
             match read_file(path, *compressed) {
                 Ok(v) => {

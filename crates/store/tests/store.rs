@@ -1,6 +1,8 @@
 //! Tag store tests: Flux file-store conformance cases (tests/data/filesystem-cases.json) plus
 //! crash-safety, key validation and round-trip properties.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly on bad fixtures
+
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};

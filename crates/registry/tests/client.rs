@@ -1,0 +1,703 @@
+//! Client tests against a wiremock registry on 127.0.0.1 (plain http, so every test also exercises the
+//! https → http fallback of local registries).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly on bad fixtures
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use registry::{
+    Access, Client, ClientConfig, ImageRef, Keychain, ProxyOptions, RegistryError, RequestObserver,
+    SecretData, TransportOptions,
+};
+use sha2::Digest as _;
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn client() -> Client {
+    Client::new(ClientConfig::default()).unwrap()
+}
+
+fn image(server: &MockServer, repo: &str) -> ImageRef {
+    ImageRef::parse(&format!("{}/{repo}", server.address()), false).unwrap()
+}
+
+fn keychain(host: &str, user: &str, pass: &str) -> Keychain {
+    let cfg = format!(r#"{{"auths":{{"{host}":{{"username":"{user}","password":"{pass}"}}}}}}"#);
+    Keychain::from_docker_config_json("ns/creds", cfg.as_bytes()).unwrap()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+async fn mount_bearer_ping(server: &MockServer) {
+    let challenge = format!(
+        r#"Bearer realm="{}/token",service="registry.test""#,
+        server.uri()
+    );
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(
+            ResponseTemplate::new(401).insert_header("WWW-Authenticate", challenge.as_str()),
+        )
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn bearer_token_flow_and_link_pagination() {
+    let server = MockServer::start().await;
+    mount_bearer_ping(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .and(query_param("service", "registry.test"))
+        .and(query_param("scope", "repository:team/app:pull"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"token":"t0k"}"#))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/team/app/tags/list"))
+        .and(query_param("n", "1000"))
+        .and(header("authorization", "Bearer t0k"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header(
+                    "Link",
+                    r#"</v2/team/app/tags/list?last=b&n=1000>; rel="next""#,
+                )
+                .set_body_string(r#"{"name":"team/app","tags":["a","b"]}"#),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/team/app/tags/list"))
+        .and(query_param("last", "b"))
+        .and(header("authorization", "Bearer t0k"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(r#"{"name":"team/app","tags":["c","a"]}"#),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let tags = client()
+        .list_tags(&image(&server, "team/app"), &Access::default(), LONG)
+        .await
+        .unwrap();
+    // Server order, no de-duplication.
+    assert_eq!(tags, vec!["a", "b", "c", "a"]);
+}
+
+#[tokio::test]
+async fn basic_credentials_go_to_the_token_endpoint() {
+    let server = MockServer::start().await;
+    mount_bearer_ping(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .and(header(
+            "authorization",
+            basic("_json_key", "{\"k\":1}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"access_token":"acc"}"#))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(401).set_body_string(
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        ))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .and(header("authorization", "Bearer acc"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["1"]}"#))
+        .mount(&server)
+        .await;
+    let img = image(&server, "app");
+    let access = Access {
+        keychain: keychain(&server.address().to_string(), "_json_key", "{\\\"k\\\":1}"),
+        ..Default::default()
+    };
+    let tags = client().list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(tags, vec!["1"]);
+
+    // Wrong credentials: the token endpoint's error is reported with its URL.
+    let access = Access {
+        keychain: keychain(&server.address().to_string(), "_json_key", "wrong"),
+        ..Default::default()
+    };
+    let err = client().list_tags(&img, &access, LONG).await.unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("GET {}/token?", server.uri())),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("UNAUTHORIZED: authentication required"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn basic_challenge() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(
+            ResponseTemplate::new(401).insert_header("WWW-Authenticate", r#"Basic realm="r""#),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .and(header("authorization", basic("u", "p").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["x"]}"#))
+        .mount(&server)
+        .await;
+    let access = Access {
+        keychain: keychain(&server.address().to_string(), "u", "p"),
+        ..Default::default()
+    };
+    let tags = client()
+        .list_tags(&image(&server, "app"), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(tags, vec!["x"]);
+}
+
+#[tokio::test]
+async fn absolute_link_keeps_registry_host_and_port() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .and(query_param("n", "1000"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                // Nexus-style absolute link that lost the port.
+                .insert_header(
+                    "Link",
+                    r#"<http://127.0.0.1/v2/app/tags/list?last=1&n=1000>; rel="next""#,
+                )
+                .set_body_string(r#"{"tags":["1"]}"#),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .and(query_param("last", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["2"],"name":"app"}"#))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let tags = client()
+        .list_tags(&image(&server, "app"), &Access::default(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(tags, vec!["1", "2"]);
+}
+
+/// Serves `total` tags `t0000..` in pages of at most `n`, linking with `last=`.
+struct Paged {
+    total: usize,
+}
+
+impl Respond for Paged {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let q: std::collections::HashMap<String, String> =
+            req.url.query_pairs().into_owned().collect();
+        let n: usize = q
+            .get("n")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.total)
+            .min(100);
+        let start = q
+            .get("last")
+            .and_then(|l| l.trim_start_matches('t').parse::<usize>().ok())
+            .map_or(0, |i| i + 1);
+        let end = (start + n).min(self.total);
+        let tags: Vec<String> = (start..end).map(|i| format!("t{i:04}")).collect();
+        let mut t = ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"name": "big", "tags": tags}));
+        if end < self.total {
+            let link = format!(
+                "<{}?n={n}&last=t{:04}>; rel=\"next\"",
+                req.url.path(),
+                end - 1
+            );
+            t = t.insert_header("Link", link.as_str());
+        }
+        t
+    }
+}
+
+#[tokio::test]
+async fn lists_2500_tags_at_page_size_100() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/big/tags/list"))
+        .respond_with(Paged { total: 2500 })
+        .mount(&server)
+        .await;
+    let tags = client()
+        .list_tags(&image(&server, "big"), &Access::default(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 2500);
+    assert_eq!(tags[0], "t0000");
+    assert_eq!(tags[2499], "t2499");
+    let pages = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/v2/big/tags/list")
+        .count();
+    assert_eq!(pages, 25);
+}
+
+async fn ping_ok(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn retries_after_429_honouring_retry_after() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_string(
+                    r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+                ),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["ok"]}"#))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let tags = client()
+        .list_tags(&image(&server, "app"), &Access::default(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(tags, vec!["ok"]);
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_timeout_fails_with_the_429() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "3600")
+                .set_body_string(
+                    r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+                ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client()
+        .list_tags(
+            &image(&server, "app"),
+            &Access::default(),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limited(), "{err}");
+    assert!(
+        err.to_string().ends_with(": TOOMANYREQUESTS: slow down"),
+        "{err}"
+    );
+    match err {
+        RegistryError::Status { retry_after, .. } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(3600)))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_like_go_containerregistry() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/missing/tags/list"))
+        .respond_with(ResponseTemplate::new(404).set_body_string(
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"missing"}}]}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/flaky/tags/list"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let c = Client::new(ClientConfig {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = c
+        .list_tags(&image(&server, "missing"), &Access::default(), LONG)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "GET {}/v2/missing/tags/list?n=1000: NAME_UNKNOWN: repository name not known to registry; {{\"name\":\"missing\"}}",
+            server.uri()
+        )
+    );
+    let err = c
+        .list_tags(&image(&server, "flaky"), &Access::default(), LONG)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("unexpected status code 503 Service Unavailable"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn timeout_bounds_the_operation() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/slow/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let err = client()
+        .list_tags(
+            &image(&server, "slow"),
+            &Access::default(),
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        err.to_string().ends_with("context deadline exceeded"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_responses_are_errors() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/badlink/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Link", "/v2/x; rel=next")
+                .set_body_string(r#"{"tags":[]}"#),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/loop/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Link", "</v2/loop/tags/list?n=1000>")
+                .set_body_string(r#"{"tags":["a"]}"#),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/json/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/huge/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(format!(r#"{{"tags":["{}"]}}"#, "x".repeat(4096))),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/null/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"name":"null","tags":null}"#))
+        .mount(&server)
+        .await;
+    let c = Client::new(ClientConfig {
+        max_page_bytes: 1024,
+        ..Default::default()
+    })
+    .unwrap();
+    let list = |repo: &'static str| {
+        let c = c.clone();
+        let img = image(&server, repo);
+        async move { c.list_tags(&img, &Access::default(), LONG).await }
+    };
+    assert_eq!(
+        list("badlink").await.unwrap_err().to_string(),
+        "failed to parse link header: missing '<'"
+    );
+    assert!(matches!(
+        list("loop").await.unwrap_err(),
+        RegistryError::LinkLoop { .. }
+    ));
+    assert!(
+        list("json")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("tag list is not valid JSON")
+    );
+    assert!(matches!(
+        list("huge").await.unwrap_err(),
+        RegistryError::TooLarge { .. }
+    ));
+    assert_eq!(list("null").await.unwrap(), Vec::<String>::new());
+}
+
+const INDEX_DIGEST: &str =
+    "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn digest_by_head_with_index_accept_types() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("HEAD"))
+        .and(path("/v2/app/manifests/v1.0.0"))
+        .respond_with(
+            ResponseTemplate::new(200).insert_header("Docker-Content-Digest", INDEX_DIGEST),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let digest = client()
+        .manifest_digest(&image(&server, "app"), "v1.0.0", &Access::default(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(digest, INDEX_DIGEST);
+    let reqs = server.received_requests().await.unwrap();
+    let head = reqs.iter().find(|r| r.method.as_str() == "HEAD").unwrap();
+    let accept = head.headers.get("accept").unwrap().to_str().unwrap();
+    for t in registry::MANIFEST_ACCEPT {
+        assert!(accept.contains(t), "{accept} lacks {t}");
+    }
+}
+
+#[tokio::test]
+async fn digest_falls_back_to_get_and_sha256() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    let body = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    Mock::given(method("HEAD"))
+        .and(path("/v2/app/manifests/latest"))
+        .respond_with(ResponseTemplate::new(405))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/manifests/latest"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let digest = client()
+        .manifest_digest(&image(&server, "app"), "latest", &Access::default(), LONG)
+        .await
+        .unwrap();
+    let want = format!("sha256:{:x}", sha2::Sha256::digest(body.as_bytes()));
+    assert_eq!(digest, want);
+
+    let err = client()
+        .manifest_digest(&image(&server, "app"), "bad/tag", &Access::default(), LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Reference(_)), "{err}");
+}
+
+#[tokio::test]
+async fn https_to_http_fallback_only_for_local_or_insecure() {
+    let server = MockServer::start().await;
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["t"]}"#))
+        .mount(&server)
+        .await;
+    // 127.0.0.1 is local: https fails against the plain-http server, http works.
+    let tags = client()
+        .list_tags(&image(&server, "app"), &Access::default(), LONG)
+        .await
+        .unwrap();
+    assert_eq!(tags, vec!["t"]);
+    // `localhost:<port>` and `insecure` too.
+    let local =
+        ImageRef::parse(&format!("localhost:{}/app", server.address().port()), false).unwrap();
+    assert_eq!(
+        client()
+            .list_tags(&local, &Access::default(), LONG)
+            .await
+            .unwrap(),
+        vec!["t"]
+    );
+}
+
+#[tokio::test]
+async fn proxy_carries_the_traffic() {
+    // wiremock as an HTTP proxy: it sees absolute-form requests for the (unresolvable) registry.
+    let proxy = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&proxy)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["via-proxy"]}"#))
+        .mount(&proxy)
+        .await;
+    let secret = SecretData {
+        name: "ns/proxy".into(),
+        secret_type: "Opaque".into(),
+        data: [("address".to_string(), proxy.uri().into_bytes())].into(),
+    };
+    let access = Access {
+        transport: TransportOptions {
+            proxy: Some(ProxyOptions::from_secret(&secret).unwrap()),
+            tls: None,
+        },
+        ..Default::default()
+    };
+    let img = ImageRef::parse("registry.invalid:5000/app", true).unwrap();
+    let tags = client().list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(tags, vec!["via-proxy"]);
+    let reqs = proxy.received_requests().await.unwrap();
+    assert!(
+        reqs.iter()
+            .any(|r| r.url.host_str() == Some("registry.invalid")),
+        "{reqs:?}"
+    );
+}
+
+/// Counts requests per registry host.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl RequestObserver for Counter {
+    fn observe(&self, _registry: &str, _method: &str, _status: Option<u16>, _elapsed: Duration) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A minimal HTTP server that records the largest number of requests in flight at once.
+async fn concurrency_probe() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let max_out = max.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (in_flight, max) = (in_flight.clone(), max.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                        // A TLS ClientHello (the https attempt): hang up so the client falls back to http.
+                        if req.first() == Some(&0x16) {
+                            return;
+                        }
+                    }
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let body = r#"{"tags":["a"]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, max_out)
+}
+
+#[tokio::test]
+async fn per_registry_concurrency_limit() {
+    let (addr, max) = concurrency_probe().await;
+    let counter = Arc::new(Counter::default());
+    let c = Client::with_observer(
+        ClientConfig {
+            per_registry_concurrency: 2,
+            ..Default::default()
+        },
+        counter.clone(),
+    )
+    .unwrap();
+    let img = ImageRef::parse(&format!("{addr}/app"), true).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, img) = (c.clone(), img.clone());
+        tasks.push(tokio::spawn(async move {
+            c.list_tags(&img, &Access::default(), LONG).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), vec!["a"]);
+    }
+    let seen = max.load(Ordering::SeqCst);
+    assert!(seen <= 2, "{seen} requests in flight at once");
+    assert!(seen >= 1);
+    // 8 × (https attempt + http ping + list).
+    assert_eq!(counter.0.load(Ordering::SeqCst), 24);
+}
