@@ -46,6 +46,8 @@ pub struct ClientConfig {
     pub max_page_bytes: usize,
     /// Largest accepted manifest body (digest fallback).
     pub max_manifest_bytes: usize,
+    /// Most tags accepted for one repository across all pages (bounds memory against endless paging).
+    pub max_tags: usize,
     /// `User-Agent` header.
     pub user_agent: String,
 }
@@ -59,6 +61,7 @@ impl Default for ClientConfig {
             initial_backoff: Duration::from_secs(1),
             max_page_bytes: 64 << 20,
             max_manifest_bytes: 4 << 20,
+            max_tags: 1_000_000,
             user_agent: concat!("flux-image-reflector-rs/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -70,6 +73,14 @@ const MAX_SMALL_BODY: usize = 1 << 20;
 const MAX_ERROR_BODY: usize = 4 << 10;
 /// Cached HTTP clients for custom TLS/proxy settings before the cache is reset.
 const MAX_CUSTOM_CLIENTS: usize = 256;
+/// How long a ping result (scheme and challenge) is reused.
+const PING_TTL: Duration = Duration::from_secs(300);
+/// Token lifetime when the token response gives none (the distribution spec's default).
+const DEFAULT_TOKEN_TTL: u64 = 60;
+/// Tokens are dropped this long before they expire.
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+/// Cache entries kept before expired ones are pruned.
+const MAX_CACHE_ENTRIES: usize = 4096;
 
 /// Receives one call per HTTP request, for per-registry metrics.
 pub trait RequestObserver: Send + Sync {
@@ -88,8 +99,17 @@ struct Inner {
     default_http: reqwest::Client,
     custom_http: Mutex<HashMap<TransportOptions, reqwest::Client>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Ping results (origin and challenge) per registry and transport, to skip `/v2/` on later calls.
+    pings: Mutex<HashMap<PingKey, (Url, Challenge, Instant)>>,
+    /// Bearer tokens per realm, service, scopes and credential.
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
     observer: Option<Arc<dyn RequestObserver>>,
 }
+
+/// Registry, insecure flag and a hash of the transport options.
+type PingKey = (String, bool, u64);
+/// Realm, service, scopes and a fingerprint of the credential.
+type TokenKey = (String, String, String, String);
 
 /// How requests to a registry are authorised, learnt from the `/v2/` ping.
 #[derive(Debug, Clone)]
@@ -111,6 +131,7 @@ struct Session<'a> {
     client: &'a Client,
     http: reqwest::Client,
     image: &'a ImageRef,
+    ping_key: PingKey,
     credential: Credential,
     deadline: Instant,
     base: Url,
@@ -130,27 +151,27 @@ struct TokenResponse {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 impl Client {
     /// Creates a client; fails only if the TLS backend cannot be initialised.
     pub fn new(config: ClientConfig) -> Result<Client, RegistryError> {
-        let default_http = build_http(&config, &TransportOptions::default())?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                config,
-                default_http,
-                custom_http: Mutex::new(HashMap::new()),
-                limits: Mutex::new(HashMap::new()),
-                observer: None,
-            }),
-        })
+        Self::build(config, None)
     }
 
     /// Same client with a request observer (metrics).
     pub fn with_observer(
         config: ClientConfig,
         observer: Arc<dyn RequestObserver>,
+    ) -> Result<Client, RegistryError> {
+        Self::build(config, Some(observer))
+    }
+
+    fn build(
+        config: ClientConfig,
+        observer: Option<Arc<dyn RequestObserver>>,
     ) -> Result<Client, RegistryError> {
         let default_http = build_http(&config, &TransportOptions::default())?;
         Ok(Client {
@@ -159,7 +180,9 @@ impl Client {
                 default_http,
                 custom_http: Mutex::new(HashMap::new()),
                 limits: Mutex::new(HashMap::new()),
-                observer: Some(observer),
+                pings: Mutex::new(HashMap::new()),
+                tokens: Mutex::new(HashMap::new()),
+                observer,
             }),
         })
     }
@@ -177,7 +200,9 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<String>, RegistryError> {
         let mut session = self.session(image, access, timeout).await?;
-        session.list_tags().await
+        let result = session.list_tags().await;
+        self.forget_ping_on_transport_error(&session, &result);
+        result
     }
 
     /// The digest of the manifest (or index) that `tag` points at: HEAD, falling back to GET + sha256.
@@ -190,7 +215,20 @@ impl Client {
     ) -> Result<String, RegistryError> {
         validate_tag(tag)?;
         let mut session = self.session(image, access, timeout).await?;
-        session.manifest_digest(tag).await
+        let result = session.manifest_digest(tag).await;
+        self.forget_ping_on_transport_error(&session, &result);
+        result
+    }
+
+    /// A connection failure may mean the cached scheme is stale (e.g. the registry moved to https).
+    fn forget_ping_on_transport_error<T>(
+        &self,
+        session: &Session<'_>,
+        result: &Result<T, RegistryError>,
+    ) {
+        if matches!(result, Err(RegistryError::Transport { .. })) {
+            lock(&self.inner.pings).remove(&session.ping_key);
+        }
     }
 
     fn http_for(&self, transport: &TransportOptions) -> Result<reqwest::Client, RegistryError> {
@@ -229,10 +267,16 @@ impl Client {
     ) -> Result<Session<'a>, RegistryError> {
         let credential = access.keychain.resolve(image)?;
         let http = self.http_for(&access.transport)?;
+        let ping_key = (
+            image.registry().to_string(),
+            image.insecure(),
+            hash_of(&access.transport),
+        );
         let mut session = Session {
             client: self,
             http,
             image,
+            ping_key,
             credential,
             deadline: Instant::now() + timeout,
             base: registry_url("https", image.registry())?,
@@ -247,6 +291,13 @@ impl Client {
 impl Session<'_> {
     /// `GET /v2/` to learn the challenge; for http-capable registries an https failure falls back to http.
     async fn ping(&mut self) -> Result<(), RegistryError> {
+        if let Some((base, challenge, at)) = lock(&self.client.inner.pings).get(&self.ping_key)
+            && at.elapsed() < PING_TTL
+        {
+            self.base = base.clone();
+            self.challenge = challenge.clone();
+            return Ok(());
+        }
         let schemes: &[&str] = match self.image.scheme() {
             Scheme::Https => &["https"],
             Scheme::HttpsThenHttp => &["https", "http"],
@@ -258,7 +309,16 @@ impl Session<'_> {
             match self.send(Method::GET, &url, HeaderMap::new()).await {
                 Ok(resp) => {
                     self.base = base;
-                    return self.read_challenge(resp).await;
+                    self.read_challenge(resp).await?;
+                    let mut pings = lock(&self.client.inner.pings);
+                    if pings.len() >= MAX_CACHE_ENTRIES {
+                        pings.retain(|_, v| v.2.elapsed() < PING_TTL);
+                    }
+                    pings.insert(
+                        self.ping_key.clone(),
+                        (self.base.clone(), self.challenge.clone(), Instant::now()),
+                    );
+                    return Ok(());
                 }
                 Err(e @ RegistryError::Transport { .. }) => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -316,6 +376,13 @@ impl Session<'_> {
                     reason: format!("tag list is not valid JSON: {e}"),
                 })?;
             tags.extend(page.tags.unwrap_or_default());
+            let max = self.client.inner.config.max_tags;
+            if tags.len() > max {
+                return Err(RegistryError::TooManyTags {
+                    repository: self.image.canonical(),
+                    limit: max,
+                });
+            }
             match next {
                 Some(n) => url = n,
                 None => return Ok(tags),
@@ -385,19 +452,27 @@ impl Session<'_> {
         headers: HeaderMap,
     ) -> Result<reqwest::Response, RegistryError> {
         if self.authorization.is_none() {
-            self.authorization = self.authorize().await?;
+            self.authorization = self.authorize(false).await?;
         }
         let resp = self.send_auth(method.clone(), url, headers.clone()).await?;
-        if resp.status() != StatusCode::UNAUTHORIZED
-            || !matches!(self.challenge, Challenge::Bearer { .. })
-        {
+        if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        // A token can expire or lack a scope the server wants now: take the new challenge and retry once.
-        if let c @ Challenge::Bearer { .. } = parse_challenge(resp.headers()) {
-            self.challenge = c;
+        // Retry once with the new challenge when a token may have expired or lacks a scope (bearer), or
+        // when the cached ping no longer describes the registry (the kind of challenge changed).
+        let challenge = parse_challenge(resp.headers());
+        let changed = std::mem::discriminant(&challenge) != std::mem::discriminant(&self.challenge);
+        if !changed && !matches!(challenge, Challenge::Bearer { .. }) {
+            return Ok(resp);
         }
-        self.authorization = self.authorize().await?;
+        self.challenge = challenge;
+        if changed {
+            lock(&self.client.inner.pings).insert(
+                self.ping_key.clone(),
+                (self.base.clone(), self.challenge.clone(), Instant::now()),
+            );
+        }
+        self.authorization = self.authorize(true).await?;
         self.send_auth(method, url, headers).await
     }
 
@@ -415,8 +490,8 @@ impl Session<'_> {
         self.send(method, url, headers).await
     }
 
-    /// The `Authorization` value for the current challenge and credential.
-    async fn authorize(&self) -> Result<Option<String>, RegistryError> {
+    /// The `Authorization` value for the current challenge and credential; `refresh` skips cached tokens.
+    async fn authorize(&self, refresh: bool) -> Result<Option<String>, RegistryError> {
         match (&self.challenge, &self.credential) {
             (Challenge::None, _) => Ok(None),
             (_, Credential::RegistryToken(t)) => Ok(Some(format!("Bearer {t}"))),
@@ -433,30 +508,70 @@ impl Session<'_> {
                 cred,
             ) => {
                 let token = self
-                    .fetch_token(realm, service.as_deref(), scope.as_deref(), cred)
+                    .cached_token(realm, service.as_deref(), scope.as_deref(), cred, refresh)
                     .await?;
                 Ok(Some(format!("Bearer {token}")))
             }
         }
     }
 
-    async fn fetch_token(
+    async fn cached_token(
         &self,
         realm: &str,
         service: Option<&str>,
         challenge_scope: Option<&str>,
         credential: &Credential,
+        refresh: bool,
     ) -> Result<String, RegistryError> {
+        let scopes = self.scopes(challenge_scope);
+        let key: TokenKey = (
+            realm.to_string(),
+            service.unwrap_or("").to_string(),
+            scopes.join(" "),
+            fingerprint(credential),
+        );
+        if !refresh
+            && let Some((token, expires)) = lock(&self.client.inner.tokens).get(&key)
+            && Instant::now() < *expires
+        {
+            return Ok(token.clone());
+        }
+        let (token, ttl) = self
+            .fetch_token(realm, service, &scopes, credential)
+            .await?;
+        if ttl > TOKEN_MARGIN {
+            let mut tokens = lock(&self.client.inner.tokens);
+            if tokens.len() >= MAX_CACHE_ENTRIES {
+                let now = Instant::now();
+                tokens.retain(|_, v| v.1 > now);
+            }
+            tokens.insert(key, (token.clone(), Instant::now() + ttl - TOKEN_MARGIN));
+        }
+        Ok(token)
+    }
+
+    /// `repository:<repo>:pull` plus the challenge's own scope when it differs.
+    fn scopes(&self, challenge_scope: Option<&str>) -> Vec<String> {
+        let mut scopes = vec![format!("repository:{}:pull", self.image.repository())];
+        if let Some(s) = challenge_scope.filter(|s| !scopes.iter().any(|x| x == s)) {
+            scopes.push(s.to_string());
+        }
+        scopes
+    }
+
+    /// Requests a token; returns it with its lifetime.
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        credential: &Credential,
+    ) -> Result<(String, Duration), RegistryError> {
         let mut url = Url::parse(realm).map_err(|e| RegistryError::InvalidResponse {
             method: "GET".to_string(),
             url: self.base.to_string(),
             reason: format!("invalid token realm '{realm}': {e}"),
         })?;
-        let pull_scope = format!("repository:{}:pull", self.image.repository());
-        let mut scopes = vec![pull_scope];
-        if let Some(s) = challenge_scope.filter(|s| !scopes.iter().any(|x| x == s)) {
-            scopes.push(s.to_string());
-        }
         let mut headers = HeaderMap::new();
         let resp = if let Credential::IdentityToken { token, .. } = credential {
             let mut form: Vec<(&str, &str)> = vec![
@@ -483,7 +598,7 @@ impl Session<'_> {
                 if let Some(s) = service {
                     q.append_pair("service", s);
                 }
-                for s in &scopes {
+                for s in scopes {
                     q.append_pair("scope", s);
                 }
             }
@@ -509,7 +624,8 @@ impl Session<'_> {
                 url: redact(&url),
                 reason: format!("token response is not valid JSON: {e}"),
             })?;
-        parsed
+        let ttl = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_TTL));
+        let token = parsed
             .token
             .filter(|t| !t.is_empty())
             .or(parsed.access_token.filter(|t| !t.is_empty()))
@@ -517,7 +633,8 @@ impl Session<'_> {
                 method: method.to_string(),
                 url: redact(&url),
                 reason: "token response has no token".to_string(),
-            })
+            })?;
+        Ok((token, ttl))
     }
 
     async fn send(
@@ -794,6 +911,25 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// A stable in-process hash of the transport options (the ping cache key).
+fn hash_of(t: &TransportOptions) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut h);
+    h.finish()
+}
+
+/// Identifies a credential in the token cache without keeping the secret itself.
+fn fingerprint(c: &Credential) -> String {
+    let raw = match c {
+        Credential::Anonymous => "anonymous".to_string(),
+        Credential::Basic { username, password } => format!("basic\0{username}\0{password}"),
+        Credential::IdentityToken { username, token } => format!("identity\0{username}\0{token}"),
+        Credential::RegistryToken(t) => format!("registry\0{t}"),
+    };
+    hex(&Sha256::digest(raw.as_bytes()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

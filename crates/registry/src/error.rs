@@ -76,6 +76,14 @@ pub enum RegistryError {
         /// The bound in bytes.
         limit: usize,
     },
+    /// The repository lists more tags than the configured bound.
+    #[error("{repository}: more than {limit} tags listed")]
+    TooManyTags {
+        /// Canonical repository name.
+        repository: String,
+        /// The bound.
+        limit: usize,
+    },
     /// Bad reference or tag.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
