@@ -306,7 +306,17 @@ impl Session<'_> {
         for scheme in schemes {
             let base = registry_url(scheme, self.image.registry())?;
             let url = join(&base, "/v2/")?;
-            match self.send(Method::GET, &url, HeaderMap::new()).await {
+            // With a fallback ahead, a failed https attempt is not retried: plain-http registries are
+            // expected to fail it.
+            let attempts = if *scheme == "https" && schemes.len() > 1 {
+                1
+            } else {
+                self.client.inner.config.max_attempts
+            };
+            match self
+                .send_with_body(Method::GET, &url, HeaderMap::new(), String::new(), attempts)
+                .await
+            {
                 Ok(resp) => {
                     self.base = base;
                     self.read_challenge(resp).await?;
@@ -590,8 +600,14 @@ impl Session<'_> {
             if let Ok(v) = "application/x-www-form-urlencoded".parse() {
                 headers.insert(reqwest::header::CONTENT_TYPE, v);
             }
-            self.send_with_body(Method::POST, &url, headers, body)
-                .await?
+            self.send_with_body(
+                Method::POST,
+                &url,
+                headers,
+                body,
+                self.client.inner.config.max_attempts,
+            )
+            .await?
         } else {
             {
                 let mut q = url.query_pairs_mut();
@@ -643,7 +659,8 @@ impl Session<'_> {
         url: &Url,
         headers: HeaderMap,
     ) -> Result<reqwest::Response, RegistryError> {
-        self.send_with_body(method, url, headers, String::new())
+        let attempts = self.client.inner.config.max_attempts;
+        self.send_with_body(method, url, headers, String::new(), attempts)
             .await
     }
 
@@ -654,6 +671,7 @@ impl Session<'_> {
         url: &Url,
         headers: HeaderMap,
         body: String,
+        max_attempts: u32,
     ) -> Result<reqwest::Response, RegistryError> {
         let cfg = &self.client.inner.config;
         let host = authority(url);
@@ -692,7 +710,7 @@ impl Session<'_> {
                 Err(_) => return result.map_err(|e| self.transport(&method, url, e)),
             };
             let remaining = self.deadline.saturating_duration_since(Instant::now());
-            if attempt >= cfg.max_attempts || wait >= remaining {
+            if attempt >= max_attempts || wait >= remaining {
                 // Out of attempts or the wait would outlive the timeout: report what we got.
                 return match result {
                     Ok(resp) => Ok(resp),
@@ -793,13 +811,29 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Connection-level errors worth another attempt (resets, closed connections, body cut short).
+/// Connection-level errors worth another attempt, as go-containerregistry's temporary errors: resets,
+/// aborts, broken pipes, unexpected EOF and connections closed before the response. Refused connections and TLS failures are not retried.
 fn is_transient(e: &reqwest::Error) -> bool {
-    if e.is_connect() {
-        // Refused or unreachable: retrying within one scan rarely helps and delays the http fallback.
-        return false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message())
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        cur = err.source();
     }
-    e.is_request() || e.is_body()
+    false
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

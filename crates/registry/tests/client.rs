@@ -835,3 +835,62 @@ async fn identity_token_is_exchanged_with_a_post() {
         .unwrap();
     assert_eq!(tags, vec!["1"]);
 }
+
+/// A registry whose first connection is closed right after the request arrives (a transient failure).
+async fn drops_first_connection() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                        if req.first() == Some(&0x16) {
+                            return;
+                        }
+                    }
+                    if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return; // hang up without a response
+                    }
+                    let body = r#"{"tags":["after-retry"]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn closed_connections_are_retried() {
+    let (addr, requests) = drops_first_connection().await;
+    let c = Client::new(ClientConfig {
+        initial_backoff: Duration::from_millis(10),
+        ..Default::default()
+    })
+    .unwrap();
+    let img = ImageRef::parse(&format!("{addr}/app"), false).unwrap();
+    let tags = c.list_tags(&img, &Access::default(), LONG).await.unwrap();
+    assert_eq!(tags, vec!["after-retry"]);
+    // Ping (dropped), ping again, list.
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+}
