@@ -57,7 +57,7 @@ impl fmt::Debug for Credential {
 }
 
 /// The contents of one Secret, as handed over by the controller (no Kubernetes types).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SecretData {
     /// `namespace/name`, used in error messages.
     pub name: String,
@@ -65,6 +65,17 @@ pub struct SecretData {
     pub secret_type: String,
     /// The secret's data (decoded bytes).
     pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl fmt::Debug for SecretData {
+    // Values are secret: print only the keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretData")
+            .field("name", &self.name)
+            .field("secret_type", &self.secret_type)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Why a docker config could not be used.
@@ -99,7 +110,7 @@ pub enum KeychainError {
 }
 
 /// One `auths` entry of a docker config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 struct AuthEntry {
     #[serde(default)]
     username: String,
@@ -113,17 +124,26 @@ struct AuthEntry {
     registrytoken: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct DockerConfigJson {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
 }
 
 /// Credentials from pull secrets, keyed by `host[:port][/path]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Keychain {
     /// Keys in reverse-sorted order (longer, more specific keys first), each with its entries in secret order.
     entries: Vec<(String, Vec<AuthEntry>)>,
+}
+
+impl fmt::Debug for Keychain {
+    // Credentials are secret: print only the registry keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 impl Keychain {
@@ -446,6 +466,27 @@ mod tests {
             keychain_key("example.com/team/app").unwrap(),
             "example.com/team/app"
         );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let k = Keychain::from_docker_config_json(
+            "ns/s",
+            br#"{"auths":{"example.com":{"username":"u","password":"hunter2"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(format!("{k:?}"), r#"["example.com"]"#);
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let s = SecretData {
+            name: "ns/s".into(),
+            secret_type: "Opaque".into(),
+            data: BTreeMap::from([("password".to_string(), b"hunter2".to_vec())]),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

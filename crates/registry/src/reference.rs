@@ -94,16 +94,6 @@ impl ImageRef {
         Ok(repo)
     }
 
-    /// Builds a reference from already canonical parts (used by tests and callers that stored them).
-    pub fn from_parts(
-        registry: &str,
-        repository: &str,
-        insecure: bool,
-    ) -> Result<ImageRef, ReferenceError> {
-        let joined = format!("{registry}/{repository}");
-        Self::parse(&joined, insecure)
-    }
-
     /// The registry host (with port when given), e.g. `index.docker.io` or `example.com:5000`.
     pub fn registry(&self) -> &str {
         &self.registry

@@ -894,3 +894,60 @@ async fn closed_connections_are_retried() {
     // Ping (dropped), ping again, list.
     assert_eq!(requests.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn cached_ping_is_corrected_when_the_registry_starts_asking_for_auth() {
+    let server = MockServer::start().await;
+    // First the registry is open, and credentials are not sent to it.
+    ping_ok(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .and(wiremock::matchers::header_exists("authorization"))
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["open"]}"#))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let c = client();
+    let img = image(&server, "app");
+    let access = Access {
+        keychain: keychain(&server.address().to_string(), "u", "p"),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.list_tags(&img, &access, LONG).await.unwrap(),
+        vec!["open"]
+    );
+
+    // Then it turns on basic auth (and `/v2/` is gone, so a new ping would fail): the cached
+    // "no auth" ping is corrected by the 401's challenge.
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .and(header("authorization", basic("u", "p").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["authed"]}"#))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/app/tags/list"))
+        .respond_with(
+            ResponseTemplate::new(401).insert_header("WWW-Authenticate", r#"Basic realm="r""#),
+        )
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        c.list_tags(&img, &access, LONG).await.unwrap(),
+        vec!["authed"]
+    );
+    assert_eq!(
+        c.list_tags(&img, &access, LONG).await.unwrap(),
+        vec!["authed"]
+    );
+}
