@@ -9,43 +9,14 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use registry::{Access, Client, ClientConfig, ImageRef};
 use store::{RepoKey, TagStore};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Paged;
 
 const TOTAL: usize = 100_000;
 const PAGE: usize = 1000;
-
-/// Serves `v1.<i>.0`-style tags in pages linked with `last=<index>`.
-struct Paged;
-
-impl Respond for Paged {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let start: usize = req
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "last")
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-            .map_or(0, |i| i + 1);
-        let end = (start + PAGE).min(TOTAL);
-        let mut body = String::with_capacity(PAGE * 16);
-        body.push_str(r#"{"name":"bench/app","tags":["#);
-        for i in start..end {
-            if i > start {
-                body.push(',');
-            }
-            body.push_str(&format!("\"v1.{i}.0\""));
-        }
-        body.push_str("]}");
-        let mut t = ResponseTemplate::new(200).set_body_string(body);
-        if end < TOTAL {
-            let link = format!(
-                "</v2/bench/app/tags/list?n={PAGE}&last={}>; rel=\"next\"",
-                end - 1
-            );
-            t = t.insert_header("Link", link.as_str());
-        }
-        t
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -58,7 +29,11 @@ fn bench(c: &mut Criterion) {
             .await;
         Mock::given(method("GET"))
             .and(path("/v2/bench/app/tags/list"))
-            .respond_with(Paged)
+            .respond_with(Paged {
+                total: TOTAL,
+                max_page: PAGE,
+                width: 6,
+            })
             .mount(&server)
             .await;
         server

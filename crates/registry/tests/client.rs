@@ -14,7 +14,10 @@ use registry::{
 };
 use sha2::Digest as _;
 use wiremock::matchers::{header, method, path, query_param};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+mod common;
+use common::{Action, Handler, Paged, raw_server};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -212,40 +215,6 @@ async fn absolute_link_keeps_registry_host_and_port() {
     assert_eq!(tags, vec!["1", "2"]);
 }
 
-/// Serves `total` tags `t0000..` in pages of at most `n`, linking with `last=`.
-struct Paged {
-    total: usize,
-}
-
-impl Respond for Paged {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let q: std::collections::HashMap<String, String> =
-            req.url.query_pairs().into_owned().collect();
-        let n: usize = q
-            .get("n")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(self.total)
-            .min(100);
-        let start = q
-            .get("last")
-            .and_then(|l| l.trim_start_matches('t').parse::<usize>().ok())
-            .map_or(0, |i| i + 1);
-        let end = (start + n).min(self.total);
-        let tags: Vec<String> = (start..end).map(|i| format!("t{i:04}")).collect();
-        let mut t = ResponseTemplate::new(200)
-            .set_body_json(serde_json::json!({"name": "big", "tags": tags}));
-        if end < self.total {
-            let link = format!(
-                "<{}?n={n}&last=t{:04}>; rel=\"next\"",
-                req.url.path(),
-                end - 1
-            );
-            t = t.insert_header("Link", link.as_str());
-        }
-        t
-    }
-}
-
 #[tokio::test]
 async fn lists_2500_tags_at_page_size_100() {
     let server = MockServer::start().await;
@@ -256,7 +225,11 @@ async fn lists_2500_tags_at_page_size_100() {
         .await;
     Mock::given(method("GET"))
         .and(path("/v2/big/tags/list"))
-        .respond_with(Paged { total: 2500 })
+        .respond_with(Paged {
+            total: 2500,
+            max_page: 100,
+            width: 4,
+        })
         .mount(&server)
         .await;
     let tags = client()
@@ -622,10 +595,21 @@ async fn proxy_carries_the_traffic() {
     let tags = client().list_tags(&img, &access, LONG).await.unwrap();
     assert_eq!(tags, vec!["via-proxy"]);
     let reqs = proxy.received_requests().await.unwrap();
-    assert!(
+    let plain = |reqs: &[Request]| {
         reqs.iter()
-            .any(|r| r.url.host_str() == Some("registry.invalid")),
-        "{reqs:?}"
+            .filter(|r| r.url.host_str() == Some("registry.invalid") && r.method.as_str() == "GET")
+            .count()
+    };
+    assert!(plain(&reqs) >= 2, "{reqs:?}");
+
+    // Without `insecure` a non-local registry is https only: the tunnel fails and no plain request follows.
+    let secure = ImageRef::parse("registry.invalid:5000/app", false).unwrap();
+    assert!(client().list_tags(&secure, &access, LONG).await.is_err());
+    let after = proxy.received_requests().await.unwrap();
+    assert_eq!(
+        plain(&after),
+        plain(&reqs),
+        "plain-http request sent for an https-only registry"
     );
 }
 
@@ -639,56 +623,12 @@ impl RequestObserver for Counter {
     }
 }
 
-/// A minimal HTTP server that records the largest number of requests in flight at once.
-async fn concurrency_probe() -> (String, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let max = Arc::new(AtomicUsize::new(0));
-    let max_out = max.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let (in_flight, max) = (in_flight.clone(), max.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let mut req = Vec::new();
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                        // A TLS ClientHello (the https attempt): hang up so the client falls back to http.
-                        if req.first() == Some(&0x16) {
-                            return;
-                        }
-                    }
-                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                    max.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let body = r#"{"tags":["a"]}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if sock.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, max_out)
-}
-
 #[tokio::test]
 async fn per_registry_concurrency_limit() {
-    let (addr, max) = concurrency_probe().await;
+    let handler: Handler = Arc::new(|_, _| {
+        Action::Respond(Duration::from_millis(50), r#"{"tags":["a"]}"#.to_string())
+    });
+    let (addr, stats) = raw_server(handler).await;
     let counter = Arc::new(Counter::default());
     let c = Client::with_observer(
         ClientConfig {
@@ -709,7 +649,7 @@ async fn per_registry_concurrency_limit() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), vec!["a"]);
     }
-    let seen = max.load(Ordering::SeqCst);
+    let seen = stats.max_in_flight.load(Ordering::SeqCst);
     assert!(seen <= 2, "{seen} requests in flight at once");
     assert!(seen >= 1);
     // 8 lists, plus at most 8 × (https attempt + http ping) before the ping cache is filled.
@@ -836,53 +776,14 @@ async fn identity_token_is_exchanged_with_a_post() {
     assert_eq!(tags, vec!["1"]);
 }
 
-/// A registry whose first connection is closed right after the request arrives (a transient failure).
-async fn drops_first_connection() -> (String, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let seen = requests.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let requests = requests.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let mut req = Vec::new();
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                        if req.first() == Some(&0x16) {
-                            return;
-                        }
-                    }
-                    if requests.fetch_add(1, Ordering::SeqCst) == 0 {
-                        return; // hang up without a response
-                    }
-                    let body = r#"{"tags":["after-retry"]}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if sock.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
-
 #[tokio::test]
 async fn closed_connections_are_retried() {
-    let (addr, requests) = drops_first_connection().await;
+    // The first request's connection is closed without an answer: a transient failure.
+    let handler: Handler = Arc::new(|n, _| match n {
+        0 => Action::HangUp,
+        _ => Action::Respond(Duration::ZERO, r#"{"tags":["after-retry"]}"#.to_string()),
+    });
+    let (addr, stats) = raw_server(handler).await;
     let c = Client::new(ClientConfig {
         initial_backoff: Duration::from_millis(10),
         ..Default::default()
@@ -892,7 +793,7 @@ async fn closed_connections_are_retried() {
     let tags = c.list_tags(&img, &Access::default(), LONG).await.unwrap();
     assert_eq!(tags, vec!["after-retry"]);
     // Ping (dropped), ping again, list.
-    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    assert_eq!(stats.requests.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 use registry::{Access, Client, ClientConfig, ImageRef, SecretData, TlsOptions, TransportOptions};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::{Action, Handler, Stats, serve_connection};
 
 const CA: &[u8] = include_bytes!("data/tls/ca.pem");
 const SERVER_CERT: &[u8] = include_bytes!("data/tls/server.pem");
@@ -42,42 +44,24 @@ async fn tls_registry(require_client_cert: bool) -> String {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let handler: Handler = Arc::new(|_, line| {
+        let body = if line.contains("/tags/list") {
+            r#"{"tags":["over-tls"]}"#
+        } else {
+            "{}"
+        };
+        Action::Respond(Duration::ZERO, body.to_string())
+    });
+    let stats = Arc::new(Stats::default());
     tokio::spawn(async move {
         loop {
             let Ok((sock, _)) = listener.accept().await else {
                 return;
             };
-            let acceptor = acceptor.clone();
+            let (acceptor, handler, stats) = (acceptor.clone(), handler.clone(), stats.clone());
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(sock).await else {
-                    return;
-                };
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let mut req = Vec::new();
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&req)
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    let body = if line.contains("/tags/list") {
-                        r#"{"tags":["over-tls"]}"#
-                    } else {
-                        "{}"
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if tls.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
+                if let Ok(tls) = acceptor.accept(sock).await {
+                    serve_connection(tls, handler, stats).await;
                 }
             });
         }
