@@ -9,11 +9,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use registry::{Access, Client, ClientConfig, ImageRef};
 use store::{RepoKey, TagStore};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::Paged;
+use common::{Paged, ping_ok};
 
 const TOTAL: usize = 100_000;
 const PAGE: usize = 1000;
@@ -22,11 +22,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(async {
         let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/v2/"))
-            .respond_with(ResponseTemplate::new(200))
-            .mount(&server)
-            .await;
+        ping_ok(&server).await;
         Mock::given(method("GET"))
             .and(path("/v2/bench/app/tags/list"))
             .respond_with(Paged {

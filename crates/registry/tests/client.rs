@@ -17,7 +17,7 @@ use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 mod common;
-use common::{Action, Handler, Paged, raw_server};
+use common::{Action, Handler, Paged, ping_ok, raw_server};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -27,6 +27,13 @@ fn client() -> Client {
 
 fn image(server: &MockServer, repo: &str) -> ImageRef {
     ImageRef::parse(&format!("{}/{repo}", server.address()), false).unwrap()
+}
+
+/// Lists `repo` anonymously with a fresh client.
+async fn list_anon(server: &MockServer, repo: &str) -> Result<Vec<String>, RegistryError> {
+    client()
+        .list_tags(&image(server, repo), &Access::default(), LONG)
+        .await
 }
 
 fn keychain(host: &str, user: &str, pass: &str) -> Keychain {
@@ -91,10 +98,7 @@ async fn bearer_token_flow_and_link_pagination() {
         .with_priority(1)
         .mount(&server)
         .await;
-    let tags = client()
-        .list_tags(&image(&server, "team/app"), &Access::default(), LONG)
-        .await
-        .unwrap();
+    let tags = list_anon(&server, "team/app").await.unwrap();
     // Server order, no de-duplication.
     assert_eq!(tags, vec!["a", "b", "c", "a"]);
 }
@@ -182,11 +186,7 @@ async fn basic_challenge() {
 #[tokio::test]
 async fn absolute_link_keeps_registry_host_and_port() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    ping_ok(&server).await;
     Mock::given(method("GET"))
         .and(path("/v2/app/tags/list"))
         .and(query_param("n", "1000"))
@@ -208,21 +208,14 @@ async fn absolute_link_keeps_registry_host_and_port() {
         .with_priority(1)
         .mount(&server)
         .await;
-    let tags = client()
-        .list_tags(&image(&server, "app"), &Access::default(), LONG)
-        .await
-        .unwrap();
+    let tags = list_anon(&server, "app").await.unwrap();
     assert_eq!(tags, vec!["1", "2"]);
 }
 
 #[tokio::test]
 async fn lists_2500_tags_at_page_size_100() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    ping_ok(&server).await;
     Mock::given(method("GET"))
         .and(path("/v2/big/tags/list"))
         .respond_with(Paged {
@@ -232,10 +225,7 @@ async fn lists_2500_tags_at_page_size_100() {
         })
         .mount(&server)
         .await;
-    let tags = client()
-        .list_tags(&image(&server, "big"), &Access::default(), LONG)
-        .await
-        .unwrap();
+    let tags = list_anon(&server, "big").await.unwrap();
     assert_eq!(tags.len(), 2500);
     assert_eq!(tags[0], "t0000");
     assert_eq!(tags[2499], "t2499");
@@ -263,14 +253,6 @@ async fn lists_2500_tags_at_page_size_100() {
     );
 }
 
-async fn ping_ok(server: &MockServer) {
-    Mock::given(method("GET"))
-        .and(path("/v2/"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(server)
-        .await;
-}
-
 #[tokio::test]
 async fn retries_after_429_honouring_retry_after() {
     let server = MockServer::start().await;
@@ -294,10 +276,7 @@ async fn retries_after_429_honouring_retry_after() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let tags = client()
-        .list_tags(&image(&server, "app"), &Access::default(), LONG)
-        .await
-        .unwrap();
+    let tags = list_anon(&server, "app").await.unwrap();
     assert_eq!(tags, vec!["ok"]);
 }
 
@@ -548,10 +527,7 @@ async fn https_to_http_fallback_only_for_local_or_insecure() {
         .mount(&server)
         .await;
     // 127.0.0.1 is local: https fails against the plain-http server, http works.
-    let tags = client()
-        .list_tags(&image(&server, "app"), &Access::default(), LONG)
-        .await
-        .unwrap();
+    let tags = list_anon(&server, "app").await.unwrap();
     assert_eq!(tags, vec!["t"]);
     // `localhost:<port>` and `insecure` too.
     let local =
@@ -729,10 +705,7 @@ async fn rejected_token_is_refreshed_once() {
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["fresh"]}"#))
         .mount(&server)
         .await;
-    let tags = client()
-        .list_tags(&image(&server, "app"), &Access::default(), LONG)
-        .await
-        .unwrap();
+    let tags = list_anon(&server, "app").await.unwrap();
     assert_eq!(tags, vec!["fresh"]);
 }
 

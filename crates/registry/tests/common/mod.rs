@@ -8,7 +8,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use wiremock::{Request, Respond, ResponseTemplate};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// Answers the `/v2/` ping with 200: a registry without auth.
+pub async fn ping_ok(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/v2/"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(server)
+        .await;
+}
 
 /// Serves `total` tags `t<i>` (zero-padded to `width`) in pages of at most `max_page` (or the client's
 /// smaller `n`), linking to the next page with `last=<previous tag>`.
