@@ -205,4 +205,12 @@ mod tests {
                 .contains("HEAD responses")
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_body_formats(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300), code in 400u16..600) {
+            let status = StatusCode::from_u16(code).unwrap();
+            let _ = format_status_error(status, &Method::GET, &body);
+        }
+    }
 }

@@ -511,4 +511,13 @@ mod tests {
         assert!(urls_match("example.com/team", "example.com/team/app"));
         assert!(!urls_match("example.com/team", "example.com/other/app"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn matching_never_panics(glob in ".{0,40}", target in ".{0,40}") {
+            let _ = urls_match(&glob, &target);
+            let _ = glob_match(&glob, &target);
+            let _ = keychain_key(&glob);
+        }
+    }
 }

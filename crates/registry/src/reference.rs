@@ -358,4 +358,24 @@ mod tests {
         assert!(validate_tag(&"a".repeat(129)).is_err());
         assert!(validate_tag("a/b").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_canonical_is_stable(input in ".{0,80}", insecure: bool) {
+            if let Ok(r) = ImageRef::parse(&input, insecure) {
+                let again = ImageRef::parse(&r.canonical(), insecure).unwrap();
+                proptest::prop_assert_eq!(again.canonical(), r.canonical());
+            }
+        }
+
+        #[test]
+        fn plausible_references_round_trip(
+            host in "[a-z]{1,8}\\.[a-z]{2,3}(:[0-9]{1,5})?",
+            repo in "[a-z0-9]{2,8}(/[a-z0-9_.-]{2,8}){0,3}",
+        ) {
+            let image = format!("{host}/{repo}");
+            let r = ImageRef::parse(&image, false).unwrap();
+            proptest::prop_assert_eq!(r.canonical(), image);
+        }
+    }
 }
