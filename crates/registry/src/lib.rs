@@ -4,6 +4,20 @@
 //!
 //! It knows nothing of Kubernetes objects: the controller hands over secret contents ([`SecretData`])
 //! through [`SecretSource`], and receives tags, digests and typed errors.
+//!
+//! ```no_run
+//! # async fn scan(source: &impl registry::SecretSource) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use registry::{AccessSpec, Client, ClientConfig, ImageRef, resolve_access};
+//!
+//! let client = Client::new(ClientConfig::default())?; // one per process, cheap to clone
+//! let image = ImageRef::parse("ghcr.io/stefanprodan/podinfo", false)?; // `ImageURLInvalid` on error
+//! let spec = AccessSpec { namespace: "flux-system".into(), ..Default::default() };
+//! let access = resolve_access(&spec, source).await?; // `AuthenticationFailed` on error
+//! let tags = client.list_tags(&image, &access, Duration::from_secs(60)).await?; // `ReadOperationFailed`
+//! let digest = client.manifest_digest(&image, "6.5.0", &access, Duration::from_secs(60)).await?;
+//! # let _ = (tags, digest); Ok(()) }
+//! ```
 
 mod client;
 mod error;

@@ -5,6 +5,11 @@
 //! directory fsync, so a crash leaves either the old or the new list. Tags are read from disk when asked
 //! for; nothing is kept in memory. The revision is `sha256:<hex>` of the uncompressed content (each tag
 //! followed by `\n`), identical for plain and gzip files.
+//!
+//! The API is synchronous file I/O; async callers run it in `tokio::task::spawn_blocking`. Keys are
+//! ImageRepository objects, not image names, so two objects scanning the same image never share or
+//! clobber an entry. The store does not sort: callers store the list in the order policies should see it
+//! (descending byte order, as upstream), and the revision hashes exactly that.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
