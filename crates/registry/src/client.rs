@@ -319,7 +319,9 @@ impl Session<'_> {
             {
                 Ok(resp) => {
                     self.base = base;
-                    self.read_challenge(resp).await?;
+                    if let Err(e) = self.read_challenge(resp).await {
+                        return Err(with_fallback(last_err, e));
+                    }
                     let mut pings = lock(&self.client.inner.pings);
                     if pings.len() >= MAX_CACHE_ENTRIES {
                         pings.retain(|_, v| v.2.elapsed() < PING_TTL);
@@ -330,8 +332,10 @@ impl Session<'_> {
                     );
                     return Ok(());
                 }
-                Err(e @ RegistryError::Transport { .. }) => last_err = Some(e),
-                Err(e) => return Err(e),
+                Err(e @ RegistryError::Transport { .. }) => {
+                    last_err = Some(with_fallback(last_err, e));
+                }
+                Err(e) => return Err(with_fallback(last_err, e)),
             }
         }
         Err(last_err.unwrap_or(RegistryError::Timeout {
@@ -769,6 +773,23 @@ impl Session<'_> {
     }
 }
 
+/// The error of a plain-http fallback, reported with the failed https attempt before it (if any): an
+/// answer such as "400 Client sent an HTTP request to an HTTPS server" hides the real cause.
+fn with_fallback(https_err: Option<RegistryError>, e: RegistryError) -> RegistryError {
+    match https_err {
+        Some(RegistryError::Transport {
+            method,
+            url,
+            reason,
+        }) => RegistryError::Transport {
+            method,
+            url,
+            reason: format!("{reason} (plain http fallback: {e})"),
+        },
+        _ => e,
+    }
+}
+
 /// Parses the `WWW-Authenticate` of a 401: a Bearer challenge with a realm, else basic auth (which is
 /// also go-containerregistry's fallback for a 401 without a usable challenge).
 fn parse_challenge(headers: &HeaderMap) -> Challenge {
@@ -837,7 +858,12 @@ fn is_transient(e: &reqwest::Error) -> bool {
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
+    let mut parts = Vec::new();
+    // reqwest's outer message only repeats the URL that our messages already start with.
+    let top = e.to_string();
+    if !(top.starts_with("error sending request") && e.source().is_some()) {
+        parts.push(top);
+    }
     let mut cur = e.source();
     while let Some(s) = cur {
         let text = s.to_string();
