@@ -14,6 +14,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -27,6 +28,8 @@ const PLAIN_FILE: &str = "tags.txt";
 const GZIP_FILE: &str = "tags.txt.gz";
 /// Default compression threshold (64 KiB, as Flux).
 pub const DEFAULT_COMPRESSION_THRESHOLD: u64 = 64 * 1024;
+/// Listings taken when variants keep vanishing under concurrent writes.
+const READ_ATTEMPTS: usize = 10;
 /// Longest line accepted when reading (Flux's scanner limit).
 const MAX_LINE: usize = 1024;
 
@@ -105,11 +108,15 @@ pub enum Verified {
     Mismatch(String),
 }
 
-/// The tag store rooted at `--storage-path`.
+/// The tag store rooted at `--storage-path`. Open it once per root and share clones: writes are
+/// serialised within the process (one replica owns its volume).
 #[derive(Debug, Clone)]
 pub struct TagStore {
     root: PathBuf,
     compression_threshold: u64,
+    /// Serialises writes (and stale-variant cleanup) within the process: a write replaces one variant
+    /// and then removes the other, which must not interleave with another write of the same key.
+    writes: Arc<Mutex<()>>,
 }
 
 impl TagStore {
@@ -134,6 +141,7 @@ impl TagStore {
         Ok(TagStore {
             root,
             compression_threshold,
+            writes: Arc::new(Mutex::new(())),
         })
     }
 
@@ -165,6 +173,7 @@ impl TagStore {
         create_dir_private(&ns_dir)?;
         create_dir_private(&dir)?;
         let compressed = content.len() as u64 >= self.compression_threshold;
+        let _guard = self.lock_writes();
         let (file, other, bytes) = if compressed {
             (
                 GZIP_FILE,
@@ -202,6 +211,7 @@ impl TagStore {
     /// Removes everything stored for `key` (and the namespace directory once empty).
     pub fn delete(&self, key: &RepoKey) -> Result<(), StoreError> {
         let dir = self.dir(key)?;
+        let _guard = self.lock_writes();
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -246,36 +256,78 @@ impl TagStore {
         Ok(self.kind_dir().join(&key.namespace).join(&key.name))
     }
 
-    /// Reads the newest variant (by mtime when both exist after a crash) and cleans up the stale one.
-    fn read(&self, key: &RepoKey) -> Result<Option<(Vec<String>, String)>, StoreError> {
-        let dir = self.dir(key)?;
-        let plain = dir.join(PLAIN_FILE);
-        let gz = dir.join(GZIP_FILE);
-        let mut candidates = Vec::new();
-        for (path, compressed) in [(plain, false), (gz, true)] {
+    /// The stored variants of `dir`, newest first.
+    fn variants(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
+        let mut found = Vec::new();
+        for (name, compressed) in [(PLAIN_FILE, false), (GZIP_FILE, true)] {
+            let path = dir.join(name);
             match fs::metadata(&path) {
-                Ok(m) => candidates.push((m.modified().ok(), path, compressed)),
+                Ok(m) => found.push((m.modified().ok(), path, compressed)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("stat", &path, e)),
             }
         }
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-        for (i, (_, path, compressed)) in candidates.iter().enumerate() {
-            match read_file(path, *compressed) {
-                Ok(v) => {
-                    for (_, stale, _) in &candidates[i + 1..] {
-                        remove_if_exists(stale)?;
+        found.sort_by_key(|c| std::cmp::Reverse(c.0));
+        Ok(found.into_iter().map(|(_, p, c)| (p, c)).collect())
+    }
+
+    /// Reads the newest variant. A variant that vanishes between listing and opening was replaced by a
+    /// concurrent write, so the listing is taken again.
+    fn read(&self, key: &RepoKey) -> Result<Option<(Vec<String>, String)>, StoreError> {
+        let dir = self.dir(key)?;
+        let mut vanished = None;
+        for _ in 0..READ_ATTEMPTS {
+            let mut variants = Self::variants(&dir)?;
+            if variants.is_empty() {
+                // A write switching between plain and gzip can hide both names from an unlocked listing
+                // (the new one not yet renamed in, the old one already removed when looked at): confirm
+                // under the write lock.
+                let _guard = self.lock_writes();
+                variants = Self::variants(&dir)?;
+                if variants.is_empty() {
+                    return Ok(None);
+                }
+            }
+            for (path, compressed) in &variants {
+                match read_file(path, *compressed) {
+                    Ok(v) => {
+                        if variants.len() > 1 {
+                            self.remove_stale_variant(&dir)?;
+                        }
+                        return Ok(Some(v));
                     }
-                    return Ok(Some(v));
+                    Err(StoreError::Io { source, path, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        vanished = Some(io_err("open", &path, source));
+                    }
+                    Err(e) => return Err(e),
                 }
-                // Vanished between stat and open: a concurrent write replaced it; try the other one.
-                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    continue;
-                }
-                Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        match vanished {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Both variants exist only after a crash between a write's rename and its cleanup (or while a write
+    /// is running): under the write lock, keep the newest and remove the other, as Flux does.
+    fn remove_stale_variant(&self, dir: &Path) -> Result<(), StoreError> {
+        let _guard = self.lock_writes();
+        let variants = Self::variants(dir)?;
+        for (stale, _) in variants.iter().skip(1) {
+            remove_if_exists(stale)?;
+        }
+        if variants.len() > 1 {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The lock guards no data, so a panic while holding it leaves nothing inconsistent.
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

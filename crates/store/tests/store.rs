@@ -284,3 +284,33 @@ proptest! {
         prop_assert_eq!(s.revision(&key).unwrap(), Some(rev));
     }
 }
+
+#[test]
+fn readers_see_whole_lists_while_a_writer_replaces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small threshold so that writes alternate between the plain and the gzip variant as well.
+    let s = TagStore::open(dir.path(), 8 * 1024).unwrap();
+    let key = RepoKey::new("ns", "app");
+    let a: Vec<String> = (0..500).map(|i| format!("a{i}")).collect();
+    let b: Vec<String> = (0..3000).map(|i| format!("b{i}")).collect();
+    let (rev_a, rev_b) = (revision_of_tags(&a), revision_of_tags(&b));
+    s.set_tags(&key, &a).unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for i in 0..60 {
+                s.set_tags(&key, if i % 2 == 0 { &b } else { &a }).unwrap();
+            }
+        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    let tags = s.tags(&key).unwrap();
+                    assert!(tags == a || tags == b, "torn read of {} tags", tags.len());
+                    let rev = s.revision(&key).unwrap().unwrap();
+                    assert!(rev == rev_a || rev == rev_b);
+                }
+            });
+        }
+        writer.join().unwrap();
+    });
+}
