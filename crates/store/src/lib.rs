@@ -228,6 +228,20 @@ impl TagStore {
         Ok(())
     }
 
+    /// Garbage collection: removes every stored entry whose key `live` rejects (objects that no longer
+    /// exist) and returns the removed keys. Callers pass the objects' current list, and skip the round
+    /// when listing them failed.
+    pub fn retain(&self, live: impl Fn(&RepoKey) -> bool) -> Result<Vec<RepoKey>, StoreError> {
+        let mut removed = Vec::new();
+        for key in self.keys()? {
+            if !live(&key) {
+                self.delete(&key)?;
+                removed.push(key);
+            }
+        }
+        Ok(removed)
+    }
+
     /// All stored keys, for garbage collection against the existing objects.
     pub fn keys(&self) -> Result<Vec<RepoKey>, StoreError> {
         let mut out = Vec::new();

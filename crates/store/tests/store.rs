@@ -314,3 +314,48 @@ fn readers_see_whole_lists_while_a_writer_replaces_them() {
         writer.join().unwrap();
     });
 }
+
+#[test]
+fn flux_gc_cases() {
+    let data: Value = serde_json::from_str(include_str!("data/gc-cases.json")).unwrap();
+    let mut ran = 0;
+    for case in data["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        // Leader election and API list errors belong to the controller's GC runnable, not the store.
+        if case.get("repoDirsOnDisk").is_none() || case["listError"] == true {
+            continue;
+        }
+        ran += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let s = TagStore::open(dir.path(), 1024).unwrap();
+        let key = |k: &str| {
+            let (ns, n) = k.split_once('/').unwrap();
+            RepoKey::new(ns, n)
+        };
+        for k in strings(&case["repoDirsOnDisk"]) {
+            s.set_tags(&key(&k), &["v1".to_string()]).unwrap();
+        }
+        let live: Vec<RepoKey> = strings(&case["imageRepositoriesOnAPI"])
+            .iter()
+            .map(|k| key(k))
+            .collect();
+        s.retain(|k| live.contains(k)).unwrap();
+        let want: Vec<RepoKey> = strings(&case["expected"]["repoDirsRemaining"])
+            .iter()
+            .map(|k| key(k))
+            .collect();
+        assert_eq!(s.keys().unwrap(), want, "{name}");
+        // Empty namespace directories are pruned.
+        let ns_dirs: Vec<String> = fs::read_dir(dir.path().join("imagerepository"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        for ns in ns_dirs {
+            assert!(
+                want.iter().any(|k| k.namespace == ns),
+                "{name}: namespace dir {ns} kept"
+            );
+        }
+    }
+    assert_eq!(ran, 3);
+}
