@@ -758,10 +758,7 @@ impl Session<'_> {
         let body = if method == Method::HEAD {
             Vec::new()
         } else {
-            let u = resp.url().clone();
-            read_limited(resp, MAX_ERROR_BODY, method.as_str(), &u)
-                .await
-                .unwrap_or_default()
+            read_prefix(resp, MAX_ERROR_BODY).await
         };
         RegistryError::Status {
             method: method.to_string(),
@@ -912,6 +909,21 @@ async fn read_limited(
         }
         out.extend_from_slice(&chunk);
     }
+}
+
+/// The first `limit` bytes of an error body (the rest is dropped; a broken body reads as empty).
+async fn read_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(limit - out.len());
+                out.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
 }
 
 fn basic(username: &str, password: &str) -> String {

@@ -330,6 +330,11 @@ async fn server_errors_are_retried_then_reported_like_go_containerregistry() {
         .mount(&server)
         .await;
     Mock::given(method("GET"))
+        .and(path("/v2/chatty/tags/list"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("x".repeat(100_000)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
         .and(path("/v2/flaky/tags/list"))
         .respond_with(ResponseTemplate::new(503))
         .expect(2)
@@ -361,6 +366,17 @@ async fn server_errors_are_retried_then_reported_like_go_containerregistry() {
             .ends_with("unexpected status code 503 Service Unavailable"),
         "{err}"
     );
+    // Long error bodies are quoted in part, not dropped.
+    let err = c
+        .list_tags(&image(&server, "chatty"), &Access::default(), LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unexpected status code 400 Bad Request: xxxx"),
+        "{err}"
+    );
+    assert!(err.len() < 5000, "{} bytes", err.len());
 }
 
 #[tokio::test]
