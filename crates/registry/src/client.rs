@@ -137,6 +137,8 @@ struct Session<'a> {
     base: Url,
     challenge: Challenge,
     authorization: Option<String>,
+    /// The per-registry slot of the last response, held while its body is read.
+    permit: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +284,7 @@ impl Client {
             base: registry_url("https", image.registry())?,
             challenge: Challenge::None,
             authorization: None,
+            permit: Mutex::new(None),
         };
         session.ping().await?;
         Ok(session)
@@ -683,6 +686,9 @@ impl Session<'_> {
         let mut backoff = cfg.initial_backoff;
         let mut attempt = 1;
         loop {
+            // The previous response of this (sequential) session has been read by now: free its slot
+            // before waiting for a new one.
+            lock(&self.permit).take();
             let remaining = self.remaining(&method, url)?;
             let permit = tokio::time::timeout(remaining, limiter.clone().acquire_owned())
                 .await
@@ -699,7 +705,6 @@ impl Session<'_> {
             }
             let started = Instant::now();
             let result = req.send().await;
-            drop(permit);
             if let Some(o) = &self.client.inner.observer {
                 let status = result.as_ref().ok().map(|r| r.status().as_u16());
                 o.observe(&host, method.as_str(), status, started.elapsed());
@@ -708,7 +713,11 @@ impl Session<'_> {
                 Ok(resp) if RETRY_STATUSES.contains(&resp.status().as_u16()) => {
                     retry_after(resp.headers()).unwrap_or(backoff)
                 }
-                Ok(_) => return result.map_err(|e| self.transport(&method, url, e)),
+                Ok(_) => {
+                    // Held until the next request of the session, so reading the body counts too.
+                    *lock(&self.permit) = Some(permit);
+                    return result.map_err(|e| self.transport(&method, url, e));
+                }
                 Err(e) if e.is_timeout() => return Err(self.timeout(&method, url)),
                 Err(e) if is_transient(e) => backoff,
                 Err(_) => return result.map_err(|e| self.transport(&method, url, e)),
@@ -717,10 +726,14 @@ impl Session<'_> {
             if attempt >= max_attempts || wait >= remaining {
                 // Out of attempts or the wait would outlive the timeout: report what we got.
                 return match result {
-                    Ok(resp) => Ok(resp),
+                    Ok(resp) => {
+                        *lock(&self.permit) = Some(permit);
+                        Ok(resp)
+                    }
                     Err(e) => Err(self.transport(&method, url, e)),
                 };
             }
+            drop(permit);
             tracing::debug!(%url, attempt, wait_ms = wait.as_millis() as u64, "retrying registry request");
             tokio::time::sleep(wait).await;
             attempt += 1;
