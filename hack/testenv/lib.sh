@@ -37,8 +37,12 @@ need_pkgs() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
-  run_or_die "apt-get update" apt-get -o DPkg::Lock::Timeout=600 update -q
-  run_or_die "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  # Another process (a concurrent test-env script, unattended upgrades) may hold the dpkg lock: wait for it,
+  # within a bound, instead of failing at once.
+  local lock=(-o DPkg::Lock::Timeout=300)
+  run_or_die "apt-get update" apt-get "${lock[@]}" update -q
+  run_or_die "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get "${lock[@]}" install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # Print a free TCP port on 127.0.0.1 (the kernel picks it; a race with another binder is retried by callers
@@ -74,16 +78,18 @@ wait_port() {
   die "$name did not listen on port $port within ${secs}s"
 }
 
-# Stop every tracked process (its whole process group), then forget it.
+# stop_all [PREFIX]: stop every tracked process (its whole process group) whose name starts with PREFIX
+# (default: all), then forget it.
 stop_all() {
+  local prefix=${1:-}
   local f pid
-  for f in "$TESTENV_DIR"/pids/*.pid; do
+  for f in "$TESTENV_DIR"/pids/"$prefix"*.pid; do
     [ -e "$f" ] || continue
     pid=$(cat "$f")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
   sleep 0.5
-  for f in "$TESTENV_DIR"/pids/*.pid; do
+  for f in "$TESTENV_DIR"/pids/"$prefix"*.pid; do
     [ -e "$f" ] || continue
     pid=$(cat "$f")
     kill -KILL -- "-$pid" 2>/dev/null || true

@@ -1,0 +1,48 @@
+//! image-automation-controller: applies the latest images chosen by ImagePolicies to YAML in Git
+//! and pushes the commits (ImageUpdateAutomation), a drop-in for Flux's controller of the same name.
+//!
+//! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
+
+mod controller;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use runtime::features::{AUTOMATION_GATES, help_table};
+use runtime::flags::AutomationFlags;
+
+/// Command line: the controller flags at top level, or an offline subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "image-automation-controller",
+    version,
+    about = "Updates image references in Git from ImagePolicies (Flux image-automation-controller, drop-in).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Controller flags.
+    #[command(flatten)]
+    flags: AutomationFlags,
+
+    /// Offline subcommand; none runs the controller.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Offline subcommands (none yet; `update` joins with the setters engine).
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cmd = Cli::command().after_help(help_table(AUTOMATION_GATES));
+    let cli = Cli::from_arg_matches(&cmd.clone().get_matches()).unwrap_or_else(|e| e.exit());
+    if let Some(command) = cli.command {
+        match command {}
+    }
+    runtime::app::start(
+        controller::CONTROLLER_NAME,
+        cmd,
+        cli.flags,
+        controller::controllers,
+    )
+}

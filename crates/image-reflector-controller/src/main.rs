@@ -1,0 +1,59 @@
+//! image-reflector-controller: scans container registries for tags (ImageRepository) and
+//! resolves the latest image per ImagePolicy, a drop-in for Flux's controller of the same name.
+//!
+//! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
+
+mod controller;
+mod select;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use runtime::features::{REFLECTOR_GATES, help_table};
+use runtime::flags::ReflectorFlags;
+
+/// Command line: the controller flags at top level, or an offline subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "image-reflector-controller",
+    version,
+    about = "Scans image registries and resolves ImagePolicies (Flux image-reflector-controller, drop-in).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Controller flags.
+    #[command(flatten)]
+    flags: ReflectorFlags,
+
+    /// Offline subcommand; none runs the controller.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Offline subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate an ImagePolicy offline against a list of tags and print the tag it selects.
+    Select(select::SelectArgs),
+}
+
+fn main() -> ExitCode {
+    let cmd = Cli::command().after_help(help_table(REFLECTOR_GATES));
+    let cli = Cli::from_arg_matches(&cmd.clone().get_matches()).unwrap_or_else(|e| e.exit());
+    if let Some(command) = cli.command {
+        return match command {
+            Command::Select(args) => ExitCode::from(select::run(
+                &args,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+                std::io::stderr().lock(),
+            )),
+        };
+    }
+    runtime::app::start(
+        controller::CONTROLLER_NAME,
+        cmd,
+        cli.flags,
+        controller::controllers,
+    )
+}

@@ -1,0 +1,1 @@
+{{range .Updated.Images}}{{println .}}{{end}}
