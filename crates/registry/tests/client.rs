@@ -31,9 +31,23 @@ fn image(server: &MockServer, repo: &str) -> ImageRef {
 
 /// Lists `repo` anonymously with a fresh client.
 async fn list_anon(server: &MockServer, repo: &str) -> Result<Vec<String>, RegistryError> {
+    list_anon_within(server, repo, LONG).await
+}
+
+/// Lists `repo` anonymously with a fresh client and the given timeout.
+async fn list_anon_within(
+    server: &MockServer,
+    repo: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, RegistryError> {
     client()
-        .list_tags(&image(server, repo), &Access::default(), LONG)
+        .list_tags(&image(server, repo), &Access::default(), timeout)
         .await
+}
+
+/// A mock for `GET <p>`.
+fn get(p: &str) -> wiremock::MockBuilder {
+    Mock::given(method("GET")).and(path(p))
 }
 
 fn keychain(host: &str, user: &str, pass: &str) -> Keychain {
@@ -53,8 +67,7 @@ async fn mount_bearer_ping(server: &MockServer) {
         r#"Bearer realm="{}/token",service="registry.test""#,
         server.uri()
     );
-    Mock::given(method("GET"))
-        .and(path("/v2/"))
+    get("/v2/")
         .respond_with(
             ResponseTemplate::new(401).insert_header("WWW-Authenticate", challenge.as_str()),
         )
@@ -66,16 +79,14 @@ async fn mount_bearer_ping(server: &MockServer) {
 async fn bearer_token_flow_and_link_pagination() {
     let server = MockServer::start().await;
     mount_bearer_ping(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/token"))
+    get("/token")
         .and(query_param("service", "registry.test"))
         .and(query_param("scope", "repository:team/app:pull"))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"token":"t0k"}"#))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/team/app/tags/list"))
+    get("/v2/team/app/tags/list")
         .and(query_param("n", "1000"))
         .and(header("authorization", "Bearer t0k"))
         .respond_with(
@@ -88,8 +99,7 @@ async fn bearer_token_flow_and_link_pagination() {
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/team/app/tags/list"))
+    get("/v2/team/app/tags/list")
         .and(query_param("last", "b"))
         .and(header("authorization", "Bearer t0k"))
         .respond_with(
@@ -107,8 +117,7 @@ async fn bearer_token_flow_and_link_pagination() {
 async fn basic_credentials_go_to_the_token_endpoint() {
     let server = MockServer::start().await;
     mount_bearer_ping(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/token"))
+    get("/token")
         .and(header(
             "authorization",
             basic("_json_key", "{\"k\":1}").as_str(),
@@ -116,16 +125,14 @@ async fn basic_credentials_go_to_the_token_endpoint() {
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"access_token":"acc"}"#))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/token"))
+    get("/token")
         .respond_with(ResponseTemplate::new(401).set_body_string(
             r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         ))
         .with_priority(10)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", "Bearer acc"))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["1"]}"#))
         .mount(&server)
@@ -159,15 +166,13 @@ async fn basic_credentials_go_to_the_token_endpoint() {
 #[tokio::test]
 async fn basic_challenge() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/"))
+    get("/v2/")
         .respond_with(
             ResponseTemplate::new(401).insert_header("WWW-Authenticate", r#"Basic realm="r""#),
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", basic("u", "p").as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["x"]}"#))
         .mount(&server)
@@ -187,8 +192,7 @@ async fn basic_challenge() {
 async fn absolute_link_keeps_registry_host_and_port() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(query_param("n", "1000"))
         .respond_with(
             ResponseTemplate::new(200)
@@ -201,8 +205,7 @@ async fn absolute_link_keeps_registry_host_and_port() {
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(query_param("last", "1"))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["2"],"name":"app"}"#))
         .with_priority(1)
@@ -216,8 +219,7 @@ async fn absolute_link_keeps_registry_host_and_port() {
 async fn lists_2500_tags_at_page_size_100() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/big/tags/list"))
+    get("/v2/big/tags/list")
         .respond_with(Paged {
             total: 2500,
             max_page: 100,
@@ -257,8 +259,7 @@ async fn lists_2500_tags_at_page_size_100() {
 async fn retries_after_429_honouring_retry_after() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "1")
@@ -270,8 +271,7 @@ async fn retries_after_429_honouring_retry_after() {
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["ok"]}"#))
         .with_priority(2)
         .mount(&server)
@@ -284,8 +284,7 @@ async fn retries_after_429_honouring_retry_after() {
 async fn retry_after_beyond_the_timeout_fails_with_the_429() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "3600")
@@ -296,12 +295,7 @@ async fn retry_after_beyond_the_timeout_fails_with_the_429() {
         .expect(1)
         .mount(&server)
         .await;
-    let err = client()
-        .list_tags(
-            &image(&server, "app"),
-            &Access::default(),
-            Duration::from_secs(20),
-        )
+    let err = list_anon_within(&server, "app", Duration::from_secs(20))
         .await
         .unwrap_err();
     assert!(err.is_rate_limited(), "{err}");
@@ -321,21 +315,18 @@ async fn retry_after_beyond_the_timeout_fails_with_the_429() {
 async fn server_errors_are_retried_then_reported_like_go_containerregistry() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/missing/tags/list"))
+    get("/v2/missing/tags/list")
         .respond_with(ResponseTemplate::new(404).set_body_string(
             r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"missing"}}]}"#,
         ))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/chatty/tags/list"))
+    get("/v2/chatty/tags/list")
         .respond_with(ResponseTemplate::new(400).set_body_string("x".repeat(100_000)))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/flaky/tags/list"))
+    get("/v2/flaky/tags/list")
         .respond_with(ResponseTemplate::new(503))
         .expect(2)
         .mount(&server)
@@ -383,17 +374,11 @@ async fn server_errors_are_retried_then_reported_like_go_containerregistry() {
 async fn timeout_bounds_the_operation() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/slow/tags/list"))
+    get("/v2/slow/tags/list")
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
         .mount(&server)
         .await;
-    let err = client()
-        .list_tags(
-            &image(&server, "slow"),
-            &Access::default(),
-            Duration::from_millis(500),
-        )
+    let err = list_anon_within(&server, "slow", Duration::from_millis(500))
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err}");
@@ -407,8 +392,7 @@ async fn timeout_bounds_the_operation() {
 async fn malformed_and_oversized_responses_are_errors() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/badlink/tags/list"))
+    get("/v2/badlink/tags/list")
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("Link", "/v2/x; rel=next")
@@ -416,8 +400,7 @@ async fn malformed_and_oversized_responses_are_errors() {
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/loop/tags/list"))
+    get("/v2/loop/tags/list")
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("Link", "</v2/loop/tags/list?n=1000>")
@@ -425,21 +408,18 @@ async fn malformed_and_oversized_responses_are_errors() {
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/json/tags/list"))
+    get("/v2/json/tags/list")
         .respond_with(ResponseTemplate::new(200).set_body_string("<html>"))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/huge/tags/list"))
+    get("/v2/huge/tags/list")
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_string(format!(r#"{{"tags":["{}"]}}"#, "x".repeat(4096))),
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/null/tags/list"))
+    get("/v2/null/tags/list")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"name":"null","tags":null}"#))
         .mount(&server)
         .await;
@@ -513,8 +493,7 @@ async fn digest_falls_back_to_get_and_sha256() {
         .respond_with(ResponseTemplate::new(405))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/manifests/latest"))
+    get("/v2/app/manifests/latest")
         .respond_with(ResponseTemplate::new(200).set_body_string(body))
         .expect(1)
         .mount(&server)
@@ -537,8 +516,7 @@ async fn digest_falls_back_to_get_and_sha256() {
 async fn https_to_http_fallback_only_for_local_or_insecure() {
     let server = MockServer::start().await;
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["t"]}"#))
         .mount(&server)
         .await;
@@ -561,13 +539,11 @@ async fn https_to_http_fallback_only_for_local_or_insecure() {
 async fn proxy_carries_the_traffic() {
     // wiremock as an HTTP proxy: it sees absolute-form requests for the (unresolvable) registry.
     let proxy = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/"))
+    get("/v2/")
         .respond_with(ResponseTemplate::new(200))
         .mount(&proxy)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["via-proxy"]}"#))
         .mount(&proxy)
         .await;
@@ -657,16 +633,14 @@ async fn per_registry_concurrency_limit() {
 async fn ping_and_token_are_cached_across_calls() {
     let server = MockServer::start().await;
     mount_bearer_ping(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/token"))
+    get("/token")
         .respond_with(
             ResponseTemplate::new(200).set_body_string(r#"{"token":"t","expires_in":300}"#),
         )
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", "Bearer t"))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["1"]}"#))
         .expect(3)
@@ -694,15 +668,13 @@ async fn ping_and_token_are_cached_across_calls() {
 async fn rejected_token_is_refreshed_once() {
     let server = MockServer::start().await;
     mount_bearer_ping(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/token"))
+    get("/token")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"token":"old"}"#))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/token"))
+    get("/token")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"token":"new"}"#))
         .with_priority(2)
         .mount(&server)
@@ -711,16 +683,14 @@ async fn rejected_token_is_refreshed_once() {
         r#"Bearer realm="{}/token",service="registry.test",error="invalid_token""#,
         server.uri()
     );
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", "Bearer old"))
         .respond_with(
             ResponseTemplate::new(401).insert_header("WWW-Authenticate", challenge.as_str()),
         )
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", "Bearer new"))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["fresh"]}"#))
         .mount(&server)
@@ -748,8 +718,7 @@ async fn identity_token_is_exchanged_with_a_post() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", "Bearer acr"))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["1"]}"#))
         .mount(&server)
@@ -794,15 +763,13 @@ async fn cached_ping_is_corrected_when_the_registry_starts_asking_for_auth() {
     let server = MockServer::start().await;
     // First the registry is open, and credentials are not sent to it.
     ping_ok(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(wiremock::matchers::header_exists("authorization"))
         .respond_with(ResponseTemplate::new(500))
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["open"]}"#))
         .with_priority(2)
         .mount(&server)
@@ -821,15 +788,13 @@ async fn cached_ping_is_corrected_when_the_registry_starts_asking_for_auth() {
     // Then it turns on basic auth (and `/v2/` is gone, so a new ping would fail): the cached
     // "no auth" ping is corrected by the 401's challenge.
     server.reset().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .and(header("authorization", basic("u", "p").as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["authed"]}"#))
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/app/tags/list"))
+    get("/v2/app/tags/list")
         .respond_with(
             ResponseTemplate::new(401).insert_header("WWW-Authenticate", r#"Basic realm="r""#),
         )
