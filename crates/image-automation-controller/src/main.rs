@@ -4,6 +4,7 @@
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
 mod controller;
+mod message;
 mod update;
 
 use std::process::ExitCode;

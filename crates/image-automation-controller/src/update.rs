@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use setters::{ImageRef, Plan, Policies, Report, Setters};
+use templates::NamespacedName;
 
 /// Arguments of the `update` subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,6 +19,28 @@ pub struct UpdateArgs {
     /// Print a unified diff of the changes and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Commit message template (Go text/template, as `spec.git.commit.messageTemplate`); the
+    /// rendered message is printed after the diff or the summary.
+    #[arg(long, value_name = "FILE")]
+    pub message_template: Option<PathBuf>,
+    /// A `spec.git.commit.messageTemplateValues` entry, repeatable: KEY=VALUE (`.Values.KEY`).
+    #[arg(long = "template-value", value_name = "KEY=VALUE", value_parser = parse_template_value)]
+    pub template_values: Vec<(String, String)>,
+    /// The ImageUpdateAutomation the message is rendered for (`.AutomationObject`).
+    #[arg(
+        long,
+        value_name = "NS/NAME",
+        default_value = "flux-system/flux-system"
+    )]
+    pub automation: NamespacedName,
+}
+
+/// Parses `KEY=VALUE`.
+fn parse_template_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 /// Parses `NS:NAME=IMAGE[:TAG][@DIGEST]`.
@@ -43,16 +66,41 @@ fn parse_policy(s: &str) -> Result<(String, ImageRef), String> {
 /// Exit codes: 0 success, 1 some file could not be updated or the path is unreadable.
 const FAILED: u8 = 1;
 
-/// Runs the subcommand without a commit message (see [`run_with_message`]).
-pub fn run(args: &UpdateArgs, out: impl Write, err: impl Write) -> u8 {
-    run_with_message(args, |_| None, out, err)
+/// Runs the subcommand, rendering `--message-template` when given (see [`run_with_message`]).
+pub fn run(args: &UpdateArgs, out: impl Write, mut err: impl Write) -> u8 {
+    let Some(path) = &args.message_template else {
+        return run_with_message(args, |_| Ok(None), out, err);
+    };
+    let template = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "error: reading --message-template {}: {e}",
+                path.display()
+            );
+            return FAILED;
+        }
+    };
+    let values =
+        (!args.template_values.is_empty()).then(|| args.template_values.iter().cloned().collect());
+    let policies: Policies = args.policies.iter().cloned().collect();
+    let render = |report: &Report| {
+        let input =
+            crate::message::template_input(report, &policies, args.automation.clone(), values);
+        templates::render_commit_message(&template, &input, &templates::Limits::default())
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    run_with_message(args, render, out, err)
 }
 
-/// Runs the subcommand. `commit_message` renders the message for the changes; in `--dry-run`
-/// it is printed after the diff (hook for the commit-message templates).
-pub fn run_with_message(
+/// Runs the subcommand. `commit_message` renders the message for the planned changes before
+/// anything is written, so a template error leaves every file untouched; the message is printed
+/// after the diff (`--dry-run`) or the summary.
+fn run_with_message(
     args: &UpdateArgs,
-    commit_message: impl FnOnce(&Report) -> Option<String>,
+    commit_message: impl FnOnce(&Report) -> Result<Option<String>, String>,
     mut out: impl Write,
     mut err: impl Write,
 ) -> u8 {
@@ -68,7 +116,7 @@ pub fn run_with_message(
 
 fn execute(
     args: &UpdateArgs,
-    commit_message: impl FnOnce(&Report) -> Option<String>,
+    commit_message: impl FnOnce(&Report) -> Result<Option<String>, String>,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> std::io::Result<u8> {
@@ -87,18 +135,28 @@ fn execute(
             return Ok(FAILED);
         }
     };
+    let message = if plan.report.is_empty() {
+        None
+    } else {
+        match commit_message(&plan.report) {
+            Ok(message) => message,
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(FAILED);
+            }
+        }
+    };
     let report = if args.dry_run {
         write_diff(&plan, out)?;
-        let report = plan.report;
-        if let Some(message) = commit_message(&report) {
-            writeln!(out, "\n{message}")?;
-        }
-        report
+        plan.report
     } else {
         let report = plan.apply();
         write_summary(&report, out)?;
         report
     };
+    if let Some(message) = message {
+        writeln!(out, "\n{message}")?;
+    }
     for s in &report.skipped {
         writeln!(err, "skipped: {}: {}", s.path, s.reason)?;
     }
@@ -155,6 +213,9 @@ mod tests {
             path: path.to_owned(),
             policies: vec![parse_policy("ns:app=app:2.0").unwrap()],
             dry_run,
+            message_template: None,
+            template_values: Vec::new(),
+            automation: "flux-system/flux-system".parse().unwrap(),
         }
     }
 
@@ -162,7 +223,7 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run_with_message(
             a,
-            |r| Some(format!("Update {} file(s)", r.files.len())),
+            |r| Ok(Some(format!("Update {} file(s)", r.files.len()))),
             &mut out,
             &mut err,
         );
@@ -198,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn without_dry_run_it_rewrites_and_prints_the_summary() {
+    fn without_dry_run_it_rewrites_and_prints_the_summary_then_the_message() {
         let d = dir_with(&[(
             "deploy.yaml",
             &format!("kind: Deployment\nmetadata:\n  name: web\nimage: app:1.0 # {M}\n"),
@@ -207,7 +268,7 @@ mod tests {
         assert_eq!(code, 0);
         assert_eq!(
             out,
-            "deploy.yaml\n  Deployment /web\n    ns:app: app:1.0 -> app:2.0\n"
+            "deploy.yaml\n  Deployment /web\n    ns:app: app:1.0 -> app:2.0\n\nUpdate 1 file(s)\n"
         );
         assert!(
             std::fs::read_to_string(d.path().join("deploy.yaml"))

@@ -1,0 +1,346 @@
+//! Access options for one ImageRepository: credentials (keychain), TLS and proxy, built from secret
+//! contents in the order of reflector spec §1.7. The controller supplies the secrets through
+//! [`SecretSource`]; this crate never sees Kubernetes objects.
+
+use std::future::Future;
+
+use url::Url;
+
+use crate::keychain::{Keychain, KeychainError, SecretData};
+
+/// `ca.crt` key of a TLS secret.
+pub const CA_CRT_KEY: &str = "ca.crt";
+/// `tls.crt` key of a TLS secret.
+pub const TLS_CRT_KEY: &str = "tls.crt";
+/// `tls.key` key of a TLS secret.
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// Legacy key for the CA certificate.
+pub const CA_FILE_KEY: &str = "caFile";
+/// Legacy key for the client certificate.
+pub const CERT_FILE_KEY: &str = "certFile";
+/// Legacy key for the client key.
+pub const KEY_FILE_KEY: &str = "keyFile";
+/// Proxy secret key holding the proxy URL.
+pub const PROXY_ADDRESS_KEY: &str = "address";
+/// Proxy secret key holding the user name.
+pub const PROXY_USERNAME_KEY: &str = "username";
+/// Proxy secret key holding the password.
+pub const PROXY_PASSWORD_KEY: &str = "password";
+/// Longest accepted proxy address, as Flux.
+const MAX_PROXY_ADDRESS_LEN: usize = 2048;
+
+/// TLS material for a registry: extra CA (added to the system roots) and an optional client pair.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct TlsOptions {
+    /// PEM CA bundle trusted in addition to the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key (mTLS).
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    // The key is secret; print only what is present.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_pem.is_some())
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// Reads `ca.crt`, `tls.crt` and `tls.key` (legacy `caFile`, `certFile`, `keyFile` as fallbacks).
+    /// The client pair must be given whole or not at all. The secret type is not checked, as upstream.
+    pub fn from_secret(secret: &SecretData) -> Result<TlsOptions, OptionsError> {
+        let get = |key: &str, legacy: &str| {
+            secret
+                .data
+                .get(key)
+                .or_else(|| secret.data.get(legacy))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        let ca = get(CA_CRT_KEY, CA_FILE_KEY);
+        let cert = get(TLS_CRT_KEY, CERT_FILE_KEY);
+        let key = get(TLS_KEY_KEY, KEY_FILE_KEY);
+        let client_pem = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(OptionsError::Tls {
+                    secret: secret.name.clone(),
+                    reason: format!("found '{TLS_CRT_KEY}' but no '{TLS_KEY_KEY}'"),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(OptionsError::Tls {
+                    secret: secret.name.clone(),
+                    reason: format!("found '{TLS_KEY_KEY}' but no '{TLS_CRT_KEY}'"),
+                });
+            }
+        };
+        if ca.is_none() && client_pem.is_none() {
+            return Err(OptionsError::Tls {
+                secret: secret.name.clone(),
+                reason: format!(
+                    "no '{CA_CRT_KEY}', '{TLS_CRT_KEY}' or '{TLS_KEY_KEY}' key (nor legacy '{CA_FILE_KEY}', '{CERT_FILE_KEY}', '{KEY_FILE_KEY}')"
+                ),
+            });
+        }
+        let opts = TlsOptions {
+            ca_pem: ca,
+            client_pem,
+        };
+        // Parse now so a bad PEM is an options error, not a scan failure.
+        crate::client::tls_parts(&opts).map_err(|reason| OptionsError::Tls {
+            secret: secret.name.clone(),
+            reason,
+        })?;
+        Ok(opts)
+    }
+}
+
+/// A proxy for all registry traffic of one object; overrides environment proxies.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProxyOptions {
+    /// Proxy URL (`http`, `https` or `socks5`), with user info when a user name was given.
+    pub url: Url,
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut u = self.url.clone();
+        if u.password().is_some() {
+            let _ = u.set_password(Some("***"));
+        }
+        write!(f, "ProxyOptions({u})")
+    }
+}
+
+impl ProxyOptions {
+    /// Reads `address` (required; scheme http, https or socks5) and the optional `username`/`password`.
+    pub fn from_secret(secret: &SecretData) -> Result<ProxyOptions, OptionsError> {
+        let bad = |reason: String| OptionsError::Proxy {
+            secret: secret.name.clone(),
+            reason,
+        };
+        let address = secret
+            .data
+            .get(PROXY_ADDRESS_KEY)
+            .ok_or_else(|| bad(format!("key '{PROXY_ADDRESS_KEY}' not found")))?;
+        let address = String::from_utf8(address.clone())
+            .map_err(|_| bad("proxy address is not UTF-8".to_string()))?;
+        if address.is_empty() {
+            return Err(bad("proxy address is empty".to_string()));
+        }
+        if address.len() > MAX_PROXY_ADDRESS_LEN {
+            return Err(bad(format!(
+                "proxy URL exceeds maximum length of {MAX_PROXY_ADDRESS_LEN} characters"
+            )));
+        }
+        let mut url = Url::parse(&address)
+            .map_err(|e| bad(format!("failed to parse proxy address '{address}': {e}")))?;
+        if !matches!(url.scheme(), "http" | "https" | "socks5") {
+            return Err(bad(format!(
+                "proxy URL must use http, https or socks5 scheme, got '{}'",
+                url.scheme()
+            )));
+        }
+        let text = |k: &str| {
+            secret
+                .data
+                .get(k)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(user) = text(PROXY_USERNAME_KEY) {
+            url.set_username(&user)
+                .map_err(|_| bad("proxy URL cannot carry a user name".to_string()))?;
+            if let Some(pass) = text(PROXY_PASSWORD_KEY) {
+                url.set_password(Some(&pass))
+                    .map_err(|_| bad("proxy URL cannot carry a password".to_string()))?;
+            }
+        }
+        Ok(ProxyOptions { url })
+    }
+}
+
+/// Connection settings that select an HTTP client: TLS and proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TransportOptions {
+    /// Extra CA and client certificate.
+    pub tls: Option<TlsOptions>,
+    /// Explicit proxy.
+    pub proxy: Option<ProxyOptions>,
+}
+
+/// Everything needed to talk to one repository: credentials and transport.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Pull-secret keychain; empty means anonymous.
+    pub keychain: Keychain,
+    /// TLS and proxy settings.
+    pub transport: TransportOptions,
+}
+
+/// Which secrets an object references (the relevant `ImageRepository.spec` fields).
+#[derive(Debug, Clone, Default)]
+pub struct AccessSpec {
+    /// Object namespace; secrets and the service account are looked up there.
+    pub namespace: String,
+    /// `spec.secretRef.name`.
+    pub secret_ref: Option<String>,
+    /// `spec.certSecretRef.name`.
+    pub cert_secret_ref: Option<String>,
+    /// `spec.proxySecretRef.name`.
+    pub proxy_secret_ref: Option<String>,
+    /// `spec.serviceAccountName`.
+    pub service_account_name: Option<String>,
+    /// `spec.provider` (`generic` when empty).
+    pub provider: Option<String>,
+}
+
+/// Error from the controller's secret lookup (an API error other than not-found).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// Where secrets and service accounts come from; implemented by the controller over the API server.
+pub trait SecretSource {
+    /// The secret `namespace/name`, or `None` if it does not exist.
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<SecretData>, SourceError>> + Send;
+    /// The `imagePullSecrets` names of service account `namespace/name`, or `None` if it does not exist.
+    fn service_account_pull_secrets(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, SourceError>> + Send;
+}
+
+/// Why access options could not be built (mapped to `AuthenticationFailed` by the controller, except
+/// [`OptionsError::ProviderNotSupported`] which means Stalled).
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// A referenced secret does not exist.
+    #[error("secret '{0}' not found")]
+    SecretNotFound(String),
+    /// Reading a secret failed.
+    #[error("failed to get secret '{name}': {source}")]
+    GetSecret {
+        /// `namespace/name`.
+        name: String,
+        /// API error.
+        source: SourceError,
+    },
+    /// The service account does not exist.
+    #[error("serviceaccount '{0}' not found")]
+    ServiceAccountNotFound(String),
+    /// Reading the service account failed.
+    #[error("failed to get serviceaccount '{name}': {source}")]
+    GetServiceAccount {
+        /// `namespace/name`.
+        name: String,
+        /// API error.
+        source: SourceError,
+    },
+    /// Unknown provider name.
+    #[error("provider '{0}' not implemented")]
+    ProviderNotImplemented(String),
+    /// A cloud provider this build does not support yet (never silently anonymous).
+    #[error("provider '{0}' is not supported yet")]
+    ProviderNotSupported(String),
+    /// Bad proxy secret.
+    #[error("secret '{secret}': {reason}")]
+    Proxy {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bad TLS secret.
+    #[error("secret '{secret}': invalid TLS data: {reason}")]
+    Tls {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Bad docker config.
+    #[error(transparent)]
+    Keychain(#[from] KeychainError),
+}
+
+/// Builds [`Access`] for an object in the order of reflector spec §1.7: proxy, provider, TLS, then pull
+/// secrets (`secretRef` first, then the service account's `imagePullSecrets`).
+pub async fn resolve_access(
+    spec: &AccessSpec,
+    source: &impl SecretSource,
+) -> Result<Access, OptionsError> {
+    let ns = spec.namespace.as_str();
+    let mut access = Access::default();
+    if let Some(name) = non_empty(&spec.proxy_secret_ref) {
+        let secret = require_secret(source, ns, name).await?;
+        access.transport.proxy = Some(ProxyOptions::from_secret(&secret)?);
+    }
+    let provider = non_empty(&spec.provider).unwrap_or("generic");
+    match provider {
+        "generic" => {}
+        "aws" | "azure" | "gcp" => {
+            return Err(OptionsError::ProviderNotSupported(provider.to_string()));
+        }
+        other => return Err(OptionsError::ProviderNotImplemented(other.to_string())),
+    }
+    if let Some(name) = non_empty(&spec.cert_secret_ref) {
+        let secret = require_secret(source, ns, name).await?;
+        access.transport.tls = Some(TlsOptions::from_secret(&secret)?);
+    }
+    let mut pull = Vec::new();
+    if let Some(name) = non_empty(&spec.secret_ref) {
+        pull.push(require_secret(source, ns, name).await?);
+    }
+    if let Some(sa) = non_empty(&spec.service_account_name) {
+        let sa_key = format!("{ns}/{sa}");
+        let names = source
+            .service_account_pull_secrets(ns, sa)
+            .await
+            .map_err(|e| OptionsError::GetServiceAccount {
+                name: sa_key.clone(),
+                source: e,
+            })?
+            .ok_or(OptionsError::ServiceAccountNotFound(sa_key))?;
+        for name in names {
+            pull.push(require_secret(source, ns, &name).await?);
+        }
+    }
+    access.keychain = Keychain::from_pull_secrets(&pull)?;
+    Ok(access)
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+async fn require_secret(
+    source: &impl SecretSource,
+    ns: &str,
+    name: &str,
+) -> Result<SecretData, OptionsError> {
+    let key = format!("{ns}/{name}");
+    match source.secret(ns, name).await {
+        Ok(Some(mut s)) => {
+            if s.name.is_empty() {
+                s.name = key;
+            }
+            Ok(s)
+        }
+        Ok(None) => Err(OptionsError::SecretNotFound(key)),
+        Err(e) => Err(OptionsError::GetSecret {
+            name: key,
+            source: e,
+        }),
+    }
+}
