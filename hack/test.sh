@@ -20,4 +20,6 @@ set -a
 # shellcheck disable=SC1091
 . target/testenv/env
 set +a
+# The end-to-end tests run the controller binaries themselves.
+cargo build --workspace --bins
 if [ $# -gt 0 ]; then cargo test "$@"; else cargo test --workspace; fi

@@ -277,10 +277,11 @@ pub fn atomic_label_selector(schema: &mut schemars::Schema) {
 /// preceded by `header` comment lines.
 pub fn to_yaml(crd: &CustomResourceDefinition, header: &[&str]) -> Result<String, CrdError> {
     let name = crd.metadata.name.clone().unwrap_or_default();
-    let value = serde_json::to_value(crd).map_err(|e| CrdError::Yaml {
+    let mut value = serde_json::to_value(crd).map_err(|e| CrdError::Yaml {
         crd: name.clone(),
         message: e.to_string(),
     })?;
+    integral_numbers(&mut value);
     let body = serde_saphyr::to_string(&Sorted(&value)).map_err(|e| CrdError::Yaml {
         crd: name,
         message: e.to_string(),
@@ -297,6 +298,25 @@ pub fn to_yaml(crd: &CustomResourceDefinition, header: &[&str]) -> Result<String
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Writes whole floats as integers: the OpenAPI types hold `minimum` and friends as `f64`, which would
+/// print `0.0` where Flux's CRDs (and kustomize's re-rendering) have `0`.
+fn integral_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9e15)
+            {
+                // The bound keeps the cast exact.
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 /// Where a generated file belongs.

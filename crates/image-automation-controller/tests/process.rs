@@ -1,4 +1,5 @@
-//! The binary as a process: help, flag errors, missing configuration, and a clean start and stop.
+//! The binary as a process: help, flag errors, missing configuration, an unreachable API server.
+//! Against the real API server: `tests/tests/controllers.rs`.
 
 use runtime::features::AUTOMATION_GATES;
 use runtime::flags::AUTOMATION_UPSTREAM_FLAGS;
@@ -24,13 +25,4 @@ fn missing_kubeconfig_names_what_was_tried() {
 #[test]
 fn unreachable_api_server_keeps_running_unready_and_stops_on_sigterm() {
     t::check_unreachable_api_server(BIN);
-}
-
-/// Against a real API server: `hack/testenv/kube.sh up`, apply the CRDs, then
-/// `TESTENV_KUBECONFIG=... cargo test -p image-automation-controller -- --ignored`.
-#[test]
-#[ignore = "needs a Kubernetes API server with the CRDs applied (TESTENV_KUBECONFIG)"]
-fn starts_ready_and_stops_cleanly_against_an_api_server() {
-    let kc = std::env::var("TESTENV_KUBECONFIG").expect("TESTENV_KUBECONFIG");
-    t::check_against_api_server(BIN, &kc);
 }

@@ -333,17 +333,9 @@ impl CommonFlags {
         Ok(gates)
     }
 
-    /// The lease name: `<controller>-leader-election`, suffixed with 8 hex digits of the
-    /// SHA-256 of `--watch-label-selector` when sharding (upstream `leaderelection.GenerateID`).
+    /// The lease name of `controller` under these flags (see [`lease_name`]).
     pub fn lease_name(&self, controller: &str) -> String {
-        let base = format!("{controller}-leader-election");
-        if self.watch_label_selector.is_empty() {
-            return base;
-        }
-        use sha2::Digest;
-        let sum = sha2::Sha256::digest(self.watch_label_selector.as_bytes());
-        let hex: String = sum.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        format!("{base}-{hex}")
+        lease_name(controller, &self.watch_label_selector)
     }
 
     /// The namespace to watch: `None` for all namespaces, else `$RUNTIME_NAMESPACE`.
@@ -423,6 +415,19 @@ impl AutomationFlags {
     pub fn validate(&self) -> Result<FeatureGates, FlagError> {
         self.common.validate(features::AUTOMATION_GATES)
     }
+}
+
+/// The lease name: `<controller>-leader-election`, suffixed with 8 hex digits of the SHA-256 of
+/// the `--watch-label-selector` value when sharding (upstream `leaderelection.GenerateID`).
+pub fn lease_name(controller: &str, watch_label_selector: &str) -> String {
+    let base = format!("{controller}-leader-election");
+    if watch_label_selector.is_empty() {
+        return base;
+    }
+    use sha2::Digest;
+    let sum = sha2::Sha256::digest(watch_label_selector.as_bytes());
+    let hex: String = sum.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{base}-{hex}")
 }
 
 #[cfg(test)]

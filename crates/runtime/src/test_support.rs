@@ -219,22 +219,3 @@ pub fn check_unreachable_api_server(bin: &str) {
         assert!(logs.contains("\"msg\":\"stopped\""), "{logs}");
     }
 }
-
-/// Against a real API server (`kubeconfig`, CRDs applied): becomes ready, takes the lease,
-/// and on SIGTERM releases it and exits 0.
-pub fn check_against_api_server(bin: &str, kubeconfig: &str) {
-    let p = Process::start(
-        bin,
-        &[
-            &format!("--kubeconfig={kubeconfig}"),
-            "--enable-leader-election",
-        ],
-    )
-    .expect("start");
-    p.wait_for(&p.health, "/readyz", 200)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (status, logs) = p.terminate().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status.code(), Some(0), "{logs}");
-    assert!(logs.contains("successfully acquired lease"), "{logs}");
-    assert!(logs.contains("released leader lease"), "{logs}");
-}

@@ -1,6 +1,5 @@
-//! Against a real API server with Flux's RBAC: `hack/testenv/kube.sh up`, apply
-//! `kubectl kustomize config/default`, then
-//! `TESTENV_KUBECONFIG=... TESTENV_KUBECONFIG_REFLECTOR=... cargo test -p runtime -- --ignored`.
+//! Against the real API server with Flux's RBAC, as `make test` starts it (`hack/testenv.sh up`, which
+//! also applies `config/default`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,13 +13,14 @@ use runtime::events::{EventRecorder, EventType};
 #[allow(clippy::unwrap_used)]
 async fn client(var: &str) -> kube::Client {
     runtime::client::install_crypto_provider();
-    let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| panic!("{var} not set")));
+    let path = PathBuf::from(std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} not set: the test environment is not up; start it with `hack/testenv.sh up` (make test does)")
+    }));
     let config = runtime::client::load_config(Some(&path)).await.unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
 #[tokio::test]
-#[ignore = "needs a Kubernetes API server with config/default applied (TESTENV_KUBECONFIG, TESTENV_KUBECONFIG_REFLECTOR)"]
 async fn core_events_are_created_then_counted_with_flux_rbac() {
     let admin = client("TESTENV_KUBECONFIG").await;
     let reflector = client("TESTENV_KUBECONFIG_REFLECTOR").await;
