@@ -28,6 +28,15 @@ fmt:
 crds:
 	$(CARGO) run -q -p api --bin crdgen -- $(CRD_DIR)
 
+## fuzz: run each fuzz target for FUZZ_SECONDS (nightly toolchain; not part of `make test`)
+FUZZ_SECONDS ?= 600
+fuzz:
+	cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/parse
+	cargo +nightly fuzz run parse fuzz/corpus/parse fuzz/seeds/parse -- -max_total_time=$(FUZZ_SECONDS)
+	cargo +nightly fuzz run --fuzz-dir fuzz-templates parse_execute -- \
+	  -dict=fuzz-templates/templates.dict -max_total_time=$(FUZZ_SECONDS)
+
 testenv-up:
 	hack/testenv.sh up
 

@@ -97,6 +97,7 @@ fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
 fn resource(kind: &str) -> ApiResource {
     let plural = match kind {
         "ImageRepository" => "imagerepositories",
+        "ImagePolicy" => "imagepolicies",
         _ => "imageupdateautomations",
     };
     ApiResource::from_gvk_with_plural(
@@ -252,4 +253,88 @@ async fn a_standby_takes_over_at_once_after_sigterm() -> Result<()> {
     );
     eprintln!("takeover after SIGTERM: {took:?}");
     Ok(())
+}
+
+/// What the schema can express is rejected by the API server itself, naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_interval_is_rejected_by_the_schema() -> Result<()> {
+    let admin = admin_client().await?;
+    let ns = create_namespace(&admin, "badinterval").await?;
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1",
+        "kind": "ImageRepository",
+        "metadata": {"name": "podinfo", "namespace": ns},
+        "spec": {"image": "ghcr.io/stefanprodan/podinfo", "interval": "1 minute"},
+    }))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(admin, &ns, &resource("ImageRepository"));
+    match api.create(&PostParams::default(), &object).await {
+        Err(kube::Error::Api(e)) => {
+            ensure!(e.code == 422, "expected 422 Invalid, got {e:?}");
+            ensure!(
+                e.message.contains("spec.interval"),
+                "the error does not name the field: {}",
+                e.message
+            );
+            Ok(())
+        }
+        other => bail!("a bad interval was not rejected: {other:?}"),
+    }
+}
+
+/// What only CEL can express (ignored before Kubernetes 1.25) is stalled by the controller, naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_policy_violating_a_cel_rule_is_stalled_naming_the_field() -> Result<()> {
+    let selector = format!("e2e-shard={}", unique_name("cel")?);
+    let p = start(
+        REFLECTOR,
+        KUBECONFIG_REFLECTOR,
+        &selector,
+        ["15s", "10s", "2s"],
+    )?;
+    let admin = admin_client().await?;
+    let ns = create_namespace(&admin, "cel").await?;
+    let (label_key, label_value) = selector.split_once('=').context("selector is key=value")?;
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "podinfo", "namespace": ns, "labels": {label_key: label_value}},
+        "spec": {
+            "imageRepositoryRef": {"name": "podinfo"},
+            "policy": {"semver": {"range": "5.0.x"}},
+            "digestReflectionPolicy": "Always",
+        },
+    }))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(admin, &ns, &resource("ImagePolicy"));
+    api.create(&PostParams::default(), &object)
+        .await
+        .context("1.20 ignores CEL: the create must pass")?;
+    let condition = |obj: &DynamicObject, t: &str| -> Option<serde_json::Value> {
+        obj.data
+            .pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+    };
+    eventually("the Stalled condition", || async {
+        let got = api.get("podinfo").await?;
+        let stalled = condition(&got, "Stalled").context("no Stalled condition yet")?;
+        ensure!(
+            stalled["status"] == "True" && stalled["reason"] == "IntervalNotConfigured",
+            "{stalled}"
+        );
+        ensure!(
+            stalled["message"]
+                == "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'",
+            "{stalled}"
+        );
+        let ready = condition(&got, "Ready").context("no Ready condition")?;
+        ensure!(
+            ready["status"] == "False" && ready["reason"] == "IntervalNotConfigured",
+            "{ready}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| p.logs())
 }

@@ -27,6 +27,20 @@ pub const INTERVAL_REQUIRED_MESSAGE: &str =
 pub const INTERVAL_ONLY_WITH_ALWAYS_MESSAGE: &str =
     "spec.interval is only accepted when spec.digestReflectionPolicy is set to 'Always'";
 
+/// Message when no policy choice is set (upstream's wording).
+pub const INVALID_POLICY_CHOICE_MESSAGE: &str =
+    "invalid policy: given ImagePolicyChoice object is invalid";
+
+/// A spec the CRD schema cannot reject on every server (CEL rules are ignored before Kubernetes
+/// 1.25), with the condition reason and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecViolation {
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Condition message.
+    pub message: &'static str,
+}
+
 /// Desired state of an ImagePolicy.
 // clippy mistakes the repeated `type_ = ...` of printer columns for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -217,6 +231,26 @@ impl ImagePolicySpec {
     pub fn interval(&self) -> Result<Option<Duration>, DurationError> {
         self.interval.as_deref().map(parse_go_duration).transpose()
     }
+
+    /// The checks the CRD's CEL rules make, plus upstream's check that a policy is chosen.
+    pub fn check(&self) -> Result<(), SpecViolation> {
+        let always = self.digest_reflection_policy() == ReflectionPolicy::Always;
+        match (always, self.interval.is_some()) {
+            (true, false) => Err(SpecViolation {
+                reason: INTERVAL_NOT_CONFIGURED_REASON,
+                message: INTERVAL_REQUIRED_MESSAGE,
+            }),
+            (false, true) => Err(SpecViolation {
+                reason: INVALID_POLICY_REASON,
+                message: INTERVAL_ONLY_WITH_ALWAYS_MESSAGE,
+            }),
+            _ if self.policy.effective().is_none() => Err(SpecViolation {
+                reason: INVALID_POLICY_REASON,
+                message: INVALID_POLICY_CHOICE_MESSAGE,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Observed state of an ImagePolicy.
@@ -275,6 +309,44 @@ mod tests {
             tag: tag.into(),
             digest: digest.into(),
         }
+    }
+
+    #[test]
+    fn spec_checks_mirror_the_cel_rules() {
+        let spec = |extra: serde_json::Value| -> ImagePolicySpec {
+            let mut v = serde_json::json!({
+                "imageRepositoryRef": {"name": "podinfo"},
+                "policy": {"semver": {"range": "5.0.x"}},
+            });
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(v).unwrap()
+        };
+        let reason = |s: ImagePolicySpec| s.check().err().map(|v| (v.reason, v.message));
+        assert_eq!(reason(spec(serde_json::json!({}))), None);
+        assert_eq!(
+            reason(spec(
+                serde_json::json!({"digestReflectionPolicy": "Always", "interval": "5m"})
+            )),
+            None
+        );
+        assert_eq!(
+            reason(spec(
+                serde_json::json!({"digestReflectionPolicy": "Always"})
+            )),
+            Some((INTERVAL_NOT_CONFIGURED_REASON, INTERVAL_REQUIRED_MESSAGE))
+        );
+        assert_eq!(
+            reason(spec(
+                serde_json::json!({"digestReflectionPolicy": "IfNotPresent", "interval": "5m"})
+            )),
+            Some((INVALID_POLICY_REASON, INTERVAL_ONLY_WITH_ALWAYS_MESSAGE))
+        );
+        assert_eq!(
+            reason(spec(serde_json::json!({"policy": {}}))),
+            Some((INVALID_POLICY_REASON, INVALID_POLICY_CHOICE_MESSAGE))
+        );
     }
 
     #[test]

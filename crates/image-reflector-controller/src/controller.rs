@@ -5,6 +5,8 @@ use std::sync::Arc;
 use api::{ImagePolicy, ImageRepository};
 use runtime::app::Started;
 use runtime::flags::ReflectorFlags;
+
+use crate::spec_checks::SpecChecks;
 use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
 
 /// Controller name: events' reporting controller, field manager, lease prefix.
@@ -34,7 +36,7 @@ pub async fn controllers(
     );
     tokio::join!(
         reconcile::run(repos, ctx.clone(), Arc::new(PlumbingOnly), shutdown.clone()),
-        reconcile::run(policies, ctx, Arc::new(PlumbingOnly), shutdown),
+        reconcile::run(policies, ctx, Arc::new(SpecChecks), shutdown),
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod controller;
 mod select;
+mod spec_checks;
 
 use std::process::ExitCode;
 
