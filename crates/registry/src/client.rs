@@ -50,6 +50,9 @@ pub struct ClientConfig {
     pub max_tags: usize,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Test-only: connect to this address for this host (see [`crate::cloud::TEST_HOST_MAP_VAR`]);
+    /// the default reads that variable and is empty when it is unset.
+    pub host_map: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +66,7 @@ impl Default for ClientConfig {
             max_manifest_bytes: 4 << 20,
             max_tags: 1_000_000,
             user_agent: concat!("flux-image-reflector-rs/", env!("CARGO_PKG_VERSION")).to_string(),
+            host_map: crate::cloud::host_map_from_env(),
         }
     }
 }
@@ -267,8 +271,9 @@ impl Client {
         access: &Access,
         timeout: Duration,
     ) -> Result<Session<'a>, RegistryError> {
-        let credential = access.keychain.resolve(image)?;
+        let deadline = Instant::now() + timeout;
         let http = self.http_for(&access.transport)?;
+        let credential = access.credential(image, &http, deadline.into_std()).await?;
         let ping_key = (
             image.registry().to_string(),
             image.insecure(),
@@ -280,7 +285,7 @@ impl Client {
             image,
             ping_key,
             credential,
-            deadline: Instant::now() + timeout,
+            deadline,
             base: registry_url("https", image.registry())?,
             challenge: Challenge::None,
             authorization: None,
@@ -1059,6 +1064,9 @@ fn build_http(
         .user_agent(config.user_agent.clone())
         .redirect(reqwest::redirect::Policy::limited(10))
         .pool_idle_timeout(Duration::from_secs(90));
+    for (host, addr) in &config.host_map {
+        b = b.resolve(host, *addr);
+    }
     if let Some(tls) = &transport.tls {
         let (certs, identity) = tls_parts(tls).map_err(RegistryError::Options)?;
         if !certs.is_empty() {

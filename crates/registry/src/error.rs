@@ -90,9 +90,21 @@ pub enum RegistryError {
     /// Bad docker config entry.
     #[error(transparent)]
     Keychain(#[from] KeychainError),
+    /// Cloud provider or credential-helper credentials could not be obtained.
+    #[error(transparent)]
+    Credentials(#[from] crate::cloud::CloudError),
     /// TLS or proxy settings could not be applied.
     #[error("{0}")]
     Options(String),
+}
+
+impl From<crate::options::AccessError> for RegistryError {
+    fn from(e: crate::options::AccessError) -> Self {
+        match e {
+            crate::options::AccessError::Cloud(c) => RegistryError::Credentials(c),
+            crate::options::AccessError::Keychain(k) => RegistryError::Keychain(k),
+        }
+    }
 }
 
 impl RegistryError {

@@ -128,6 +128,12 @@ struct AuthEntry {
 struct DockerConfigJson {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
+    /// Registry host → credential helper name (suffix of `docker-credential-`).
+    #[serde(rename = "credHelpers", default)]
+    cred_helpers: HashMap<String, String>,
+    /// Credential helper for every registry without a `credHelpers` entry.
+    #[serde(rename = "credsStore", default)]
+    creds_store: String,
 }
 
 /// Credentials from pull secrets, keyed by `host[:port][/path]`.
@@ -135,14 +141,35 @@ struct DockerConfigJson {
 pub struct Keychain {
     /// Keys in reverse-sorted order (longer, more specific keys first), each with its entries in secret order.
     entries: Vec<(String, Vec<AuthEntry>)>,
+    /// `credHelpers` of all secrets (registry host → helper); the first secret naming a host wins.
+    helpers: BTreeMap<String, String>,
+    /// The first `credsStore` named.
+    store: Option<String>,
+}
+
+/// Where the credential for an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CredentialSource {
+    /// A `credHelpers` entry for the registry.
+    Helper(String),
+    /// The `credsStore`; when it has nothing, the `auths` entries apply.
+    Store(String),
+    /// The `auths` entries.
+    Auths,
 }
 
 impl fmt::Debug for Keychain {
-    // Credentials are secret: print only the registry keys.
+    // Credentials are secret: print only the registry keys (and helper names, which are not secret).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.entries.iter().map(|(k, _)| k))
-            .finish()
+        let mut l = f.debug_list();
+        l.entries(self.entries.iter().map(|(k, _)| k));
+        if !self.helpers.is_empty() {
+            l.entry(&format_args!("credHelpers: {:?}", self.helpers));
+        }
+        if let Some(s) = &self.store {
+            l.entry(&format_args!("credsStore: {s:?}"));
+        }
+        l.finish()
     }
 }
 
@@ -151,11 +178,26 @@ impl Keychain {
     /// ignored (an Opaque secret therefore means anonymous access, as upstream).
     pub fn from_pull_secrets(secrets: &[SecretData]) -> Result<Keychain, KeychainError> {
         let mut map: BTreeMap<String, Vec<AuthEntry>> = BTreeMap::new();
+        let mut helpers = BTreeMap::new();
+        let mut store = None;
         for secret in secrets {
-            let auths = match read_auths(secret)? {
-                Some(a) => a,
+            let config = match read_config(secret)? {
+                Some(c) => c,
                 None => continue,
             };
+            for (registry, helper) in config.cred_helpers {
+                if helper.is_empty() {
+                    continue;
+                }
+                // Keys are written like `auths` keys (`https://index.docker.io/v1/`): compare hosts.
+                let key = keychain_key(&registry)?;
+                let host = key.split('/').next().unwrap_or(&key).to_string();
+                helpers.entry(host).or_insert(helper);
+            }
+            if store.is_none() && !config.creds_store.is_empty() {
+                store = Some(config.creds_store);
+            }
+            let auths = config.auths;
             // Sorted so that a secret's own duplicates resolve deterministically.
             let mut auths: Vec<(String, AuthEntry)> = auths.into_iter().collect();
             auths.sort_by(|a, b| a.0.cmp(&b.0));
@@ -166,7 +208,11 @@ impl Keychain {
         }
         let mut entries: Vec<(String, Vec<AuthEntry>)> = map.into_iter().collect();
         entries.reverse();
-        Ok(Keychain { entries })
+        Ok(Keychain {
+            entries,
+            helpers,
+            store,
+        })
     }
 
     /// Builds a keychain from the bytes of one `.dockerconfigjson`.
@@ -181,7 +227,19 @@ impl Keychain {
 
     /// Whether the keychain holds no entry at all.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.helpers.is_empty() && self.store.is_none()
+    }
+
+    /// Where `image`'s credential comes from, in the Docker CLI's order: a `credHelpers` entry for its
+    /// registry, then `credsStore`, then `auths`.
+    pub(crate) fn source_for(&self, image: &ImageRef) -> CredentialSource {
+        if let Some(h) = self.helpers.get(image.registry()) {
+            return CredentialSource::Helper(h.clone());
+        }
+        match &self.store {
+            Some(s) => CredentialSource::Store(s.clone()),
+            None => CredentialSource::Auths,
+        }
     }
 
     /// The credential for `image`: the first entry of the first matching key; anonymous when none matches.
@@ -199,8 +257,8 @@ impl Keychain {
     }
 }
 
-/// Reads the `auths` map of a docker config secret; `None` for secrets of other types.
-fn read_auths(secret: &SecretData) -> Result<Option<HashMap<String, AuthEntry>>, KeychainError> {
+/// Reads a docker config secret; `None` for secrets of other types. A legacy `.dockercfg` has only auths.
+fn read_config(secret: &SecretData) -> Result<Option<DockerConfigJson>, KeychainError> {
     let json_err = |key, source| KeychainError::Json {
         secret: secret.name.clone(),
         key,
@@ -212,7 +270,7 @@ fn read_auths(secret: &SecretData) -> Result<Option<HashMap<String, AuthEntry>>,
     {
         let cfg: DockerConfigJson =
             serde_json::from_slice(b).map_err(|e| json_err(DOCKER_CONFIG_JSON_KEY, e))?;
-        return Ok(Some(cfg.auths));
+        return Ok(Some(cfg));
     }
     if secret.secret_type == DOCKER_CFG_TYPE
         && let Some(b) = secret.data.get(DOCKER_CFG_KEY)
@@ -220,7 +278,10 @@ fn read_auths(secret: &SecretData) -> Result<Option<HashMap<String, AuthEntry>>,
     {
         let auths: HashMap<String, AuthEntry> =
             serde_json::from_slice(b).map_err(|e| json_err(DOCKER_CFG_KEY, e))?;
-        return Ok(Some(auths));
+        return Ok(Some(DockerConfigJson {
+            auths,
+            ..Default::default()
+        }));
     }
     Ok(None)
 }

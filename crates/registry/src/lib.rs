@@ -20,19 +20,21 @@
 //! ```
 
 mod client;
+pub mod cloud;
 mod error;
 mod keychain;
 mod options;
 mod reference;
 
 pub use client::{Client, ClientConfig, MANIFEST_ACCEPT, RequestObserver};
+pub use cloud::{AuthContext, CloudEnv, CloudError, CloudProvider, CredentialHelpers};
 pub use error::RegistryError;
 pub use keychain::{
     Credential, DOCKER_CFG_KEY, DOCKER_CFG_TYPE, DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE,
     Keychain, KeychainError, SecretData,
 };
 pub use options::{
-    Access, AccessSpec, OptionsError, ProxyOptions, SecretSource, SourceError, TlsOptions,
-    TransportOptions, resolve_access,
+    Access, AccessError, AccessSpec, OptionsError, ProxyOptions, SecretSource, SourceError,
+    TlsOptions, TransportOptions, resolve_access, resolve_access_with,
 };
 pub use reference::{DEFAULT_REGISTRY, ImageRef, ReferenceError, Scheme, validate_tag};

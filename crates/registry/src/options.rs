@@ -6,7 +6,11 @@ use std::future::Future;
 
 use url::Url;
 
-use crate::keychain::{Keychain, KeychainError, SecretData};
+use std::time::Instant;
+
+use crate::cloud::{AuthContext, CloudError, CloudProvider, CredentialHelpers, ProviderAccess};
+use crate::keychain::{Credential, CredentialSource, Keychain, KeychainError, SecretData};
+use crate::reference::ImageRef;
 
 /// `ca.crt` key of a TLS secret.
 pub const CA_CRT_KEY: &str = "ca.crt";
@@ -181,6 +185,56 @@ pub struct Access {
     pub keychain: Keychain,
     /// TLS and proxy settings.
     pub transport: TransportOptions,
+    /// Cloud provider credentials, resolved lazily at request time; when set, the keychain is unused.
+    pub provider: Option<ProviderAccess>,
+    /// Credential helpers the keychain's `credHelpers`/`credsStore` may run (none by default).
+    pub helpers: CredentialHelpers,
+}
+
+impl Access {
+    /// The credential for `image`: from the provider, a credential helper, or the keychain's `auths`.
+    /// `http` is the registry session's client (the object's proxy and TLS); `deadline` bounds the calls.
+    pub async fn credential(
+        &self,
+        image: &ImageRef,
+        http: &reqwest::Client,
+        deadline: Instant,
+    ) -> Result<Credential, AccessError> {
+        if let Some(p) = &self.provider {
+            return Ok(p.credential(image, http, deadline).await?);
+        }
+        match self.keychain.source_for(image) {
+            CredentialSource::Helper(h) => {
+                match self.helpers.get(&h, image.registry(), deadline).await? {
+                    Some(c) => Ok(c),
+                    None => Err(CloudError::Helper {
+                        helper: h,
+                        registry: image.registry().to_string(),
+                        reason: "credentials not found".to_string(),
+                    }
+                    .into()),
+                }
+            }
+            CredentialSource::Store(h) => {
+                match self.helpers.get(&h, image.registry(), deadline).await? {
+                    Some(c) => Ok(c),
+                    None => Ok(self.keychain.resolve(image)?),
+                }
+            }
+            CredentialSource::Auths => Ok(self.keychain.resolve(image)?),
+        }
+    }
+}
+
+/// Why the credential for a request could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Cloud provider or credential helper failure.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// Bad docker config entry.
+    #[error(transparent)]
+    Keychain(#[from] KeychainError),
 }
 
 /// Which secrets an object references (the relevant `ImageRepository.spec` fields).
@@ -253,6 +307,17 @@ pub enum OptionsError {
     /// A cloud provider this build does not support yet (never silently anonymous).
     #[error("provider '{0}' is not supported yet")]
     ProviderNotSupported(String),
+    /// `serviceAccountName` with a cloud provider (object-level workload identity): not supported yet.
+    /// Retrying cannot help, so the object is Stalled.
+    #[error(
+        "provider '{provider}': object-level workload identity (spec.serviceAccountName '{service_account}') is not supported yet; remove spec.serviceAccountName to use the controller's own identity"
+    )]
+    ObjectLevelIdentityNotSupported {
+        /// `spec.provider`.
+        provider: String,
+        /// `namespace/name` of the service account.
+        service_account: String,
+    },
     /// Bad proxy secret.
     #[error("secret '{secret}': {reason}")]
     Proxy {
@@ -274,29 +339,63 @@ pub enum OptionsError {
     Keychain(#[from] KeychainError),
 }
 
-/// Builds [`Access`] for an object in the order of reflector spec §1.7: proxy, provider, TLS, then pull
-/// secrets (`secretRef` first, then the service account's `imagePullSecrets`).
+impl OptionsError {
+    /// Whether the error cannot go away by retrying with the same spec (the controller marks the
+    /// object Stalled instead of `AuthenticationFailed`).
+    pub fn is_stalling(&self) -> bool {
+        matches!(
+            self,
+            OptionsError::ProviderNotSupported(_)
+                | OptionsError::ObjectLevelIdentityNotSupported { .. }
+        )
+    }
+}
+
+/// Builds [`Access`] for an object with the process-wide [`AuthContext::global`] (process environment,
+/// no credential helpers allowed). See [`resolve_access_with`].
 pub async fn resolve_access(
     spec: &AccessSpec,
     source: &impl SecretSource,
 ) -> Result<Access, OptionsError> {
+    resolve_access_with(spec, source, AuthContext::global()).await
+}
+
+/// Builds [`Access`] for an object in the order of reflector spec §1.7: proxy, provider, TLS, then pull
+/// secrets (`secretRef` first, then the service account's `imagePullSecrets`), which are read only
+/// without a provider. Provider credentials are fetched lazily, on the first registry request.
+pub async fn resolve_access_with(
+    spec: &AccessSpec,
+    source: &impl SecretSource,
+    context: &AuthContext,
+) -> Result<Access, OptionsError> {
     let ns = spec.namespace.as_str();
-    let mut access = Access::default();
+    let mut access = Access {
+        helpers: context.helpers().clone(),
+        ..Default::default()
+    };
     if let Some(name) = non_empty(&spec.proxy_secret_ref) {
         let secret = require_secret(source, ns, name).await?;
         access.transport.proxy = Some(ProxyOptions::from_secret(&secret)?);
     }
     let provider = non_empty(&spec.provider).unwrap_or("generic");
-    match provider {
-        "generic" => {}
-        "aws" | "azure" | "gcp" => {
-            return Err(OptionsError::ProviderNotSupported(provider.to_string()));
+    if provider != "generic" {
+        let Some(cloud) = CloudProvider::parse(provider) else {
+            return Err(OptionsError::ProviderNotImplemented(provider.to_string()));
+        };
+        if let Some(sa) = non_empty(&spec.service_account_name) {
+            return Err(OptionsError::ObjectLevelIdentityNotSupported {
+                provider: provider.to_string(),
+                service_account: format!("{ns}/{sa}"),
+            });
         }
-        other => return Err(OptionsError::ProviderNotImplemented(other.to_string())),
+        access.provider = Some(ProviderAccess::new(cloud, context.clone()));
     }
     if let Some(name) = non_empty(&spec.cert_secret_ref) {
         let secret = require_secret(source, ns, name).await?;
         access.transport.tls = Some(TlsOptions::from_secret(&secret)?);
+    }
+    if access.provider.is_some() {
+        return Ok(access);
     }
     let mut pull = Vec::new();
     if let Some(name) = non_empty(&spec.secret_ref) {

@@ -188,14 +188,11 @@ async fn auth_options_cases() {
         let objs = objects(case["objects"].as_array().unwrap());
         let got = resolve_access(&access_spec, &objs).await;
         if name == "contextual login" {
-            // Deviation until cloud providers land (issue 7 item 6): a clear error instead of lazy
-            // credentials, never a silent anonymous fallback.
-            let err = got.unwrap_err();
-            assert!(
-                matches!(err, OptionsError::ProviderNotSupported(_)),
-                "{name}: {err}"
-            );
-            assert_eq!(err.to_string(), "provider 'aws' is not supported yet");
+            // Provider credentials are lazy: options succeed, the keychain is unused.
+            let access = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let p = access.provider.as_ref().expect("provider access");
+            assert_eq!(p.provider, registry::CloudProvider::Aws);
+            assert!(access.keychain.is_empty());
             continue;
         }
         if case["expected"]["error"].as_bool().unwrap() {

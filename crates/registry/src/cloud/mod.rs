@@ -1,0 +1,617 @@
+//! Cloud registry credentials for `spec.provider` (reflector spec §1.7): AWS ECR (private and public),
+//! GCP (gcr.io, Artifact Registry) and Azure ACR, obtained lazily at request time from the controller's
+//! workload identity and cached until shortly before they expire. Also the Docker credential-helper
+//! protocol for pull secrets that name `credHelpers`/`credsStore`.
+//!
+//! All traffic goes through the registry client's own HTTP client (one TLS stack, the object's proxy).
+//! Every endpoint can be moved with an environment variable, listed in [`CloudEnv::VARS`]; tests point
+//! them at local simulations.
+
+pub(crate) mod aws;
+pub(crate) mod azure;
+pub(crate) mod gcp;
+pub(crate) mod helper;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+
+use crate::keychain::Credential;
+use crate::reference::ImageRef;
+
+pub use helper::{CredentialHelpers, DEFAULT_HELPER_TIMEOUT};
+
+/// A cloud credential provider named by `spec.provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloudProvider {
+    /// Amazon ECR and ECR Public.
+    Aws,
+    /// Azure Container Registry.
+    Azure,
+    /// Google Container Registry and Artifact Registry.
+    Gcp,
+}
+
+impl CloudProvider {
+    /// The provider for a `spec.provider` value; `None` for `generic` and unknown names.
+    pub fn parse(name: &str) -> Option<CloudProvider> {
+        match name {
+            "aws" => Some(CloudProvider::Aws),
+            "azure" => Some(CloudProvider::Azure),
+            "gcp" => Some(CloudProvider::Gcp),
+            _ => None,
+        }
+    }
+
+    /// The `spec.provider` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloudProvider::Aws => "aws",
+            CloudProvider::Azure => "azure",
+            CloudProvider::Gcp => "gcp",
+        }
+    }
+}
+
+impl fmt::Display for CloudProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why cloud or helper credentials could not be obtained. Messages never carry tokens or keys.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CloudError {
+    /// The image's registry is not one the provider serves.
+    #[error(
+        "provider '{provider}': registry '{registry}' does not match the {provider} registry pattern {pattern}"
+    )]
+    UnsupportedRegistry {
+        /// Provider.
+        provider: CloudProvider,
+        /// Registry host of the image.
+        registry: String,
+        /// The host pattern that was tried.
+        pattern: &'static str,
+    },
+    /// No identity is configured, or its local inputs (token file) cannot be read.
+    #[error("provider '{provider}': {reason}")]
+    Identity {
+        /// Provider.
+        provider: CloudProvider,
+        /// What is missing or unreadable.
+        reason: String,
+    },
+    /// A call to an identity or token endpoint failed.
+    #[error("provider '{provider}': {step}: {method} {url}: {reason}")]
+    Endpoint {
+        /// Provider.
+        provider: CloudProvider,
+        /// What was being obtained, e.g. `ECR GetAuthorizationToken`.
+        step: &'static str,
+        /// HTTP method.
+        method: &'static str,
+        /// Endpoint URL (without query).
+        url: String,
+        /// Status and error body, transport error, or what is wrong with the response.
+        reason: String,
+    },
+    /// A credential helper is named but not in `--allowed-credential-helpers`.
+    #[error(
+        "credential helper 'docker-credential-{helper}' for registry '{registry}' is not allowed: add '{helper}' to --allowed-credential-helpers to run it"
+    )]
+    HelperNotAllowed {
+        /// Helper name (suffix of `docker-credential-`).
+        helper: String,
+        /// Registry host.
+        registry: String,
+    },
+    /// Running a credential helper failed or it answered something invalid.
+    #[error("credential helper 'docker-credential-{helper}' for registry '{registry}': {reason}")]
+    Helper {
+        /// Helper name.
+        helper: String,
+        /// Registry host.
+        registry: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Where the controller's workload identity runs: whose identity a credential belongs to. Cache entries
+/// are kept apart per identity, so one object's service account never lends its token to another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// The controller's own identity (its pod's service account, node or instance).
+    Controller,
+}
+
+/// Environment variables read by the cloud providers, captured once. Values are never printed.
+#[derive(Clone, Default)]
+pub struct CloudEnv {
+    vars: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for CloudEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.vars.keys()).finish()
+    }
+}
+
+/// Test-only: `host=ip:port[,host=ip:port...]` makes the registry client connect to `ip:port` for
+/// `host`, so a provider host pattern (e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com`) can reach a
+/// loopback registry. Unset in production; never set it on a real controller.
+pub const TEST_HOST_MAP_VAR: &str = "IMAGE_REFLECTOR_TEST_REGISTRY_HOST_MAP";
+
+impl CloudEnv {
+    /// Every variable the providers read: identity inputs and endpoint overrides.
+    pub const VARS: &'static [&'static str] = &[
+        // AWS identity: static keys, IRSA, EKS Pod Identity; region.
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        // AWS endpoints (the AWS SDKs' names).
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "AWS_EC2_METADATA_DISABLED",
+        "AWS_ENDPOINT_URL_ECR",
+        "AWS_ENDPOINT_URL_ECR_PUBLIC",
+        // GCP metadata server (the Go metadata client's name).
+        "GCE_METADATA_HOST",
+        // Azure workload identity and endpoints (azidentity's names).
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_AUTHORITY_HOST",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    ];
+
+    /// Captures [`CloudEnv::VARS`] from the process environment.
+    pub fn from_env() -> CloudEnv {
+        CloudEnv::from_pairs(
+            Self::VARS
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
+        )
+    }
+
+    /// An environment from explicit pairs (tests, or a controller that reads a config file).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> CloudEnv {
+        CloudEnv {
+            vars: pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        }
+    }
+
+    /// A variable's non-empty value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// The current time; replaceable so tests can move past token expiry without waiting.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Shared state of cloud authentication: environment, allowed credential helpers and the token cache.
+/// One per controller process; cheap to clone.
+#[derive(Clone)]
+pub struct AuthContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    env: CloudEnv,
+    helpers: CredentialHelpers,
+    clock: Clock,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
+}
+
+/// Provider, identity and what the token is good for (registry host, or the whole provider).
+type CacheKey = (CloudProvider, Identity, String);
+
+#[derive(Clone)]
+struct Cached {
+    credential: Credential,
+    /// When the credential stops being used (expiry minus the refresh margin).
+    refresh_at: SystemTime,
+}
+
+/// Cache entries kept before expired ones are pruned.
+const MAX_CACHE_ENTRIES: usize = 1024;
+/// Longest refresh margin: a credential is replaced this long before it expires...
+const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+impl fmt::Debug for AuthContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthContext")
+            .field("env", &self.inner.env)
+            .field("helpers", &self.inner.helpers)
+            .finish()
+    }
+}
+
+impl Default for AuthContext {
+    fn default() -> Self {
+        AuthContext::new(CloudEnv::default(), CredentialHelpers::default())
+    }
+}
+
+impl AuthContext {
+    /// A context over `env` that may run the given credential helpers.
+    pub fn new(env: CloudEnv, helpers: CredentialHelpers) -> AuthContext {
+        AuthContext::with_clock(env, helpers, Arc::new(SystemTime::now))
+    }
+
+    /// Same, with a custom clock (tests).
+    pub fn with_clock(env: CloudEnv, helpers: CredentialHelpers, clock: Clock) -> AuthContext {
+        AuthContext {
+            inner: Arc::new(ContextInner {
+                env,
+                helpers,
+                clock,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The process-wide context used by [`crate::resolve_access`]: the process environment, no
+    /// credential helpers allowed.
+    pub fn global() -> &'static AuthContext {
+        static GLOBAL: OnceLock<AuthContext> = OnceLock::new();
+        GLOBAL.get_or_init(|| AuthContext::new(CloudEnv::from_env(), CredentialHelpers::default()))
+    }
+
+    /// The environment in use.
+    pub fn env(&self) -> &CloudEnv {
+        &self.inner.env
+    }
+
+    /// The allowed credential helpers.
+    pub fn helpers(&self) -> &CredentialHelpers {
+        &self.inner.helpers
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        (self.inner.clock)()
+    }
+
+    /// Drops every cached credential (e.g. after the registry refused one).
+    pub fn clear_cache(&self) {
+        lock(&self.inner.cache).clear();
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Credential> {
+        let now = self.now();
+        lock(&self.inner.cache)
+            .get(key)
+            .filter(|c| now < c.refresh_at)
+            .map(|c| c.credential.clone())
+    }
+
+    fn store(&self, key: CacheKey, credential: Credential, expires_at: SystemTime) {
+        let now = self.now();
+        let lifetime = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
+        // Refresh a quarter of the lifetime early, at most five minutes: a 12 h ECR token is replaced
+        // 5 min before expiry, a 60 s test token after 45 s.
+        let margin = (lifetime / 4).min(MAX_REFRESH_MARGIN);
+        let refresh_at = expires_at.checked_sub(margin).unwrap_or(now);
+        let mut cache = lock(&self.inner.cache);
+        if cache.len() >= MAX_CACHE_ENTRIES {
+            cache.retain(|_, c| now < c.refresh_at);
+        }
+        cache.insert(
+            key,
+            Cached {
+                credential,
+                refresh_at,
+            },
+        );
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map holds only a cache; a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Lazy provider credentials of one object: resolved at request time, as upstream, so that failures
+/// surface as registry errors (`ReadOperationFailed`).
+#[derive(Clone)]
+pub struct ProviderAccess {
+    /// The provider.
+    pub provider: CloudProvider,
+    /// Whose identity is used.
+    pub identity: Identity,
+    context: AuthContext,
+}
+
+impl fmt::Debug for ProviderAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProviderAccess({}, {:?})", self.provider, self.identity)
+    }
+}
+
+/// A credential and when it expires.
+pub(crate) struct Issued {
+    pub(crate) credential: Credential,
+    pub(crate) expires_at: SystemTime,
+}
+
+/// What a provider call needs: the HTTP client of the registry session, its deadline and the context.
+pub(crate) struct Call<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) deadline: Instant,
+    pub(crate) context: &'a AuthContext,
+    pub(crate) provider: CloudProvider,
+}
+
+impl ProviderAccess {
+    /// Provider access with the controller's identity.
+    pub fn new(provider: CloudProvider, context: AuthContext) -> ProviderAccess {
+        ProviderAccess {
+            provider,
+            identity: Identity::Controller,
+            context,
+        }
+    }
+
+    /// The registry credential for `image`: cached, or fetched from the provider's endpoints.
+    pub async fn credential(
+        &self,
+        image: &ImageRef,
+        http: &reqwest::Client,
+        deadline: Instant,
+    ) -> Result<Credential, CloudError> {
+        let registry = image.registry();
+        let scope = match self.provider {
+            CloudProvider::Aws => aws::cache_scope(registry)?,
+            CloudProvider::Azure => azure::cache_scope(registry)?,
+            CloudProvider::Gcp => gcp::cache_scope(registry)?,
+        };
+        let key = (self.provider, self.identity.clone(), scope);
+        if let Some(c) = self.context.cached(&key) {
+            return Ok(c);
+        }
+        let call = Call {
+            http,
+            deadline,
+            context: &self.context,
+            provider: self.provider,
+        };
+        let issued = match self.provider {
+            CloudProvider::Aws => aws::registry_credential(&call, registry).await?,
+            CloudProvider::Azure => azure::registry_credential(&call, image).await?,
+            CloudProvider::Gcp => gcp::registry_credential(&call).await?,
+        };
+        tracing::debug!(
+            provider = %self.provider,
+            registry,
+            expires_in_s = issued
+                .expires_at
+                .duration_since(self.context.now())
+                .unwrap_or_default()
+                .as_secs(),
+            "obtained registry credentials"
+        );
+        self.context
+            .store(key, issued.credential.clone(), issued.expires_at);
+        Ok(issued.credential)
+    }
+}
+
+/// Largest identity-endpoint response read.
+const MAX_RESPONSE: usize = 256 << 10;
+/// Longest error body quoted in a message.
+const MAX_QUOTED: usize = 512;
+/// Bound on one endpoint call when the session deadline is further away.
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Call<'_> {
+    /// Sends `req` within the deadline and returns the body of a 2xx answer; anything else is an
+    /// [`CloudError::Endpoint`] quoting the status and (bounded) error body.
+    pub(crate) async fn send(
+        &self,
+        step: &'static str,
+        method: &'static str,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), CloudError> {
+        let err = |reason: String| CloudError::Endpoint {
+            provider: self.provider,
+            step,
+            method,
+            url: url.split('?').next().unwrap_or(url).to_string(),
+            reason,
+        };
+        let remaining = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .min(ENDPOINT_TIMEOUT);
+        if remaining.is_zero() {
+            return Err(err("context deadline exceeded".to_string()));
+        }
+        let fut = async {
+            let mut resp = req
+                .timeout(remaining)
+                .send()
+                .await
+                .map_err(|e| err(chain(&e)))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| err(chain(&e)))? {
+                if body.len() + chunk.len() > MAX_RESPONSE {
+                    return Err(err(format!("response larger than {MAX_RESPONSE} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if !status.is_success() {
+                return Err(err(status_reason(status, &body)));
+            }
+            Ok((headers, body))
+        };
+        match tokio::time::timeout(remaining, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(err("context deadline exceeded".to_string())),
+        }
+    }
+
+    /// An [`CloudError::Endpoint`] for a response that does not follow the protocol.
+    pub(crate) fn invalid(
+        &self,
+        step: &'static str,
+        method: &'static str,
+        url: &str,
+        reason: impl Into<String>,
+    ) -> CloudError {
+        CloudError::Endpoint {
+            provider: self.provider,
+            step,
+            method,
+            url: url.split('?').next().unwrap_or(url).to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`CloudError::Identity`] error.
+    pub(crate) fn identity(&self, reason: impl Into<String>) -> CloudError {
+        CloudError::Identity {
+            provider: self.provider,
+            reason: reason.into(),
+        }
+    }
+
+    /// Reads a projected token file (service-account token), trimmed.
+    pub(crate) fn read_token_file(&self, var: &str, path: &str) -> Result<String, CloudError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| self.identity(format!("cannot read token file {var}={path}: {e}")))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            return Err(self.identity(format!("token file {var}={path} is empty")));
+        }
+        Ok(token)
+    }
+
+    /// Expiry `secs` seconds from now.
+    pub(crate) fn expires_in(&self, secs: u64) -> SystemTime {
+        self.context.now() + Duration::from_secs(secs)
+    }
+}
+
+/// `403 Forbidden: <body>`; the body is quoted only up to [`MAX_QUOTED`] bytes. Error bodies of
+/// token endpoints describe the failure, they do not echo credentials.
+fn status_reason(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut quoted: String = text.chars().take(MAX_QUOTED).collect();
+    if quoted.len() < text.len() {
+        quoted.push_str("...");
+    }
+    if quoted.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status}: {quoted}")
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Parses a JSON body into `T`, or explains why not (without echoing the body: it may hold tokens).
+pub(crate) fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON response: {e}"))
+}
+
+/// Parses a test host map (`host=ip:port,...`, see [`TEST_HOST_MAP_VAR`]); bad entries are skipped
+/// with a warning.
+pub fn parse_host_map(value: &str) -> Vec<(String, std::net::SocketAddr)> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .filter_map(|entry| {
+            let parsed = entry
+                .split_once('=')
+                .and_then(|(h, a)| Some((h.trim().to_string(), a.trim().parse().ok()?)));
+            if parsed.is_none() {
+                tracing::warn!(entry, "ignoring invalid {TEST_HOST_MAP_VAR} entry");
+            }
+            parsed
+        })
+        .collect()
+}
+
+/// The test host map from the environment; empty (the default) unless [`TEST_HOST_MAP_VAR`] is set.
+pub fn host_map_from_env() -> Vec<(String, std::net::SocketAddr)> {
+    match std::env::var(TEST_HOST_MAP_VAR) {
+        Ok(v) if !v.is_empty() => {
+            tracing::warn!(
+                "{TEST_HOST_MAP_VAR} is set: registry hosts are redirected (test-only setting)"
+            );
+            parse_host_map(&v)
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_map() {
+        let m = parse_host_map("a.example=127.0.0.1:5000, bad ,b=1.2.3.4:1");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].0, "a.example");
+        assert_eq!(m[0].1.port(), 5000);
+    }
+
+    #[test]
+    fn env_debug_hides_values() {
+        let env =
+            CloudEnv::from_pairs([("AWS_SECRET_ACCESS_KEY".to_string(), "hunter2".to_string())]);
+        assert!(!format!("{env:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn refresh_margin() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = Arc::new(Mutex::new(t0));
+        let n2 = now.clone();
+        let ctx = AuthContext::with_clock(
+            CloudEnv::default(),
+            CredentialHelpers::default(),
+            Arc::new(move || *lock(&n2)),
+        );
+        let key = (CloudProvider::Gcp, Identity::Controller, "x".to_string());
+        ctx.store(
+            key.clone(),
+            Credential::RegistryToken("t".into()),
+            t0 + Duration::from_secs(12 * 3600),
+        );
+        *lock(&now) = t0 + Duration::from_secs(12 * 3600 - 301);
+        assert!(ctx.cached(&key).is_some());
+        *lock(&now) = t0 + Duration::from_secs(12 * 3600 - 300);
+        assert!(ctx.cached(&key).is_none());
+    }
+}
