@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use registry::{
-    AccessSpec, Credential, ImageRef, Keychain, OptionsError, Scheme, SecretData, SecretSource,
-    SourceError, resolve_access,
+    AccessSpec, Credential, ImageRef, Keychain, Scheme, SecretData, SecretSource, SourceError,
+    resolve_access,
 };
 use serde_json::Value;
 

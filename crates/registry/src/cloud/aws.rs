@@ -9,7 +9,7 @@ use base64::Engine as _;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Call, CloudError, CloudProvider, Issued, json};
+use super::{Call, CloudError, CloudProvider, Issued, endpoint, json};
 use crate::keychain::Credential;
 
 /// Private ECR host pattern (reflector spec §1.7).
@@ -94,7 +94,7 @@ pub(crate) async fn registry_credential(
         let creds = credentials(call, PUBLIC_ECR_REGION, "amazonaws.com").await?;
         let url = env
             .get("AWS_ENDPOINT_URL_ECR_PUBLIC")
-            .map(str::to_string)
+            .map(endpoint)
             .unwrap_or_else(|| {
                 format!("https://api.ecr-public.{PUBLIC_ECR_REGION}.amazonaws.com/")
             });
@@ -125,7 +125,7 @@ pub(crate) async fn registry_credential(
     let creds = credentials(call, &host.region, &host.domain).await?;
     let url = env
         .get("AWS_ENDPOINT_URL_ECR")
-        .map(str::to_string)
+        .map(endpoint)
         .unwrap_or_else(|| {
             if host.fips {
                 format!("https://ecr-fips.{}.{}/", host.region, host.domain)
@@ -338,7 +338,7 @@ async fn web_identity(
     let token = call.read_token_file("AWS_WEB_IDENTITY_TOKEN_FILE", file)?;
     let url = env
         .get("AWS_ENDPOINT_URL_STS")
-        .map(str::to_string)
+        .map(endpoint)
         .unwrap_or_else(|| format!("https://sts.{region}.{domain}/"));
     let session = env
         .get("AWS_ROLE_SESSION_NAME")
@@ -426,6 +426,7 @@ async fn container(call: &Call<'_>, uri: &str) -> Result<AwsCredentials, CloudEr
         (None, Some(t)) => Some(t.to_string()),
         (None, None) => None,
     };
+    let uri = &endpoint(uri);
     let mut req = call.http.get(uri);
     if let Some(t) = token {
         req = req.header("authorization", t);

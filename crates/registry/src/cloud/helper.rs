@@ -25,6 +25,8 @@ const IDENTITY_TOKEN_USER: &str = "<token>";
 pub struct CredentialHelpers {
     allowed: Arc<[String]>,
     timeout: Duration,
+    /// `PATH` for finding and running helpers; the controller's own `PATH` when unset.
+    search_path: Option<std::ffi::OsString>,
 }
 
 impl Default for CredentialHelpers {
@@ -33,6 +35,7 @@ impl Default for CredentialHelpers {
         CredentialHelpers {
             allowed: Arc::from(Vec::new()),
             timeout: DEFAULT_HELPER_TIMEOUT,
+            search_path: None,
         }
     }
 }
@@ -76,7 +79,14 @@ impl CredentialHelpers {
         Ok(CredentialHelpers {
             allowed: Arc::from(allowed),
             timeout,
+            search_path: None,
         })
+    }
+
+    /// Looks helpers up in `path` (a `PATH`-style list) instead of the controller's `PATH`.
+    pub fn with_search_path(mut self, path: impl Into<std::ffi::OsString>) -> CredentialHelpers {
+        self.search_path = Some(path.into());
+        self
     }
 
     /// Whether `name` may run.
@@ -113,7 +123,12 @@ impl CredentialHelpers {
         let limit = self
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let mut child = tokio::process::Command::new(&program)
+        let mut cmd = tokio::process::Command::new(&program);
+        // With PATH set for the child, the program is also looked up there (Unix).
+        if let Some(p) = &self.search_path {
+            cmd.env("PATH", p);
+        }
+        let mut child = cmd
             .arg("get")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -123,10 +138,13 @@ impl CredentialHelpers {
             .map_err(|e| err(format!("cannot run {program}: {e}")))?;
         let run = async {
             if let Some(mut stdin) = child.stdin.take() {
-                stdin
-                    .write_all(server.as_bytes())
-                    .await
-                    .map_err(|e| err(format!("cannot write to {program}: {e}")))?;
+                // A helper may exit without reading its input; its output decides.
+                match stdin.write_all(server.as_bytes()).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        return Err(err(format!("cannot write to {program}: {e}")));
+                    }
+                    _ => {}
+                }
             }
             let mut out = Vec::new();
             if let Some(stdout) = child.stdout.take() {

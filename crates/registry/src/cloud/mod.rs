@@ -537,6 +537,12 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// An endpoint URL from the environment in normal form (`http://host:port` gains its `/`), so that the
+/// URL signed, sent and quoted in errors is the same.
+pub(crate) fn endpoint(raw: &str) -> String {
+    url::Url::parse(raw.trim()).map_or_else(|_| raw.to_string(), |u| u.to_string())
+}
+
 /// Parses a JSON body into `T`, or explains why not (without echoing the body: it may hold tokens).
 pub(crate) fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON response: {e}"))

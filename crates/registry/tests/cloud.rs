@@ -1,0 +1,1202 @@
+//! Cloud provider credentials against local simulations of the documented wire protocols (STS XML,
+//! IMDSv2, EKS Pod Identity, ECR and ECR Public JSON APIs signed with SigV4, GCP metadata server, AAD
+//! token endpoint, Azure IMDS, ACR `/oauth2/exchange`), and a token-auth registry that checks the
+//! credentials it receives. Provider registry hosts reach the loopback registry through the client's
+//! test-only host map. Also the Docker credential-helper protocol with helper scripts written here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly on bad fixtures
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use registry::{
+    Access, AccessSpec, AuthContext, Client, ClientConfig, CloudEnv, CredentialHelpers, ImageRef,
+    Keychain, RegistryError, SecretData, SecretSource, SourceError, resolve_access_with,
+};
+use wiremock::matchers::{body_string_contains, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const LONG: Duration = Duration::from_secs(60);
+const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const ACR_HOST: &str = "myreg.azurecr.io";
+const GCP_HOST: &str = "europe-west1-docker.pkg.dev";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A registry with token auth: `/v2/` challenges, `/token` accepts the basic credentials in `valid`
+/// (recording every pair it sees) and `/v2/app/tags/list` requires one of its bearer tokens.
+#[derive(Clone, Default)]
+struct TokenRegistry {
+    valid: Arc<Mutex<Vec<(String, String)>>>,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl TokenRegistry {
+    async fn start(&self) -> MockServer {
+        let server = MockServer::start().await;
+        let realm = format!("{}/token", server.uri());
+        Mock::given(method("GET"))
+            .and(path("/v2/"))
+            .respond_with(ResponseTemplate::new(401).insert_header(
+                "www-authenticate",
+                format!(r#"Bearer realm="{realm}",service="sim-registry""#),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/token"))
+            .respond_with(self.clone())
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v2/app/tags/list"))
+            .and(header("authorization", "Bearer sim-bearer"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"tags":["1.0","2.0"]}"#))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    fn allow(&self, user: &str, pass: &str) {
+        self.valid
+            .lock()
+            .unwrap()
+            .push((user.to_string(), pass.to_string()));
+    }
+
+    fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Respond for TokenRegistry {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let denied = ResponseTemplate::new(401).set_body_string(
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
+        let Some(auth) = req.headers.get("authorization") else {
+            return denied;
+        };
+        let Some(encoded) = auth.to_str().unwrap().strip_prefix("Basic ") else {
+            return denied;
+        };
+        let decoded = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+        )
+        .unwrap();
+        let (u, p) = decoded.split_once(':').unwrap();
+        let pair = (u.to_string(), p.to_string());
+        self.seen.lock().unwrap().push(pair.clone());
+        if self.valid.lock().unwrap().contains(&pair) {
+            ResponseTemplate::new(200).set_body_string(r#"{"token":"sim-bearer","expires_in":300}"#)
+        } else {
+            denied
+        }
+    }
+}
+
+/// A clock the test moves forward.
+#[derive(Clone)]
+struct TestClock(Arc<Mutex<Duration>>);
+
+impl TestClock {
+    fn new() -> TestClock {
+        TestClock(Arc::new(Mutex::new(Duration::ZERO)))
+    }
+    fn advance(&self, d: Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+    fn context(&self, env: CloudEnv, helpers: CredentialHelpers) -> AuthContext {
+        let offset = self.0.clone();
+        AuthContext::with_clock(
+            env,
+            helpers,
+            Arc::new(move || SystemTime::now() + *offset.lock().unwrap()),
+        )
+    }
+}
+
+fn env(pairs: &[(&str, String)]) -> CloudEnv {
+    CloudEnv::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
+}
+
+/// A client whose connections for `host` go to the simulated registry.
+fn client_for(host: &str, registry: &MockServer) -> Client {
+    Client::new(ClientConfig {
+        host_map: vec![(host.to_string(), *registry.address())],
+        max_attempts: 1,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// No secrets: provider objects need none.
+struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    async fn secret(&self, _: &str, _: &str) -> Result<Option<SecretData>, SourceError> {
+        Ok(None)
+    }
+    async fn service_account_pull_secrets(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<Vec<String>>, SourceError> {
+        Ok(None)
+    }
+}
+
+async fn provider_access(provider: &str, ctx: &AuthContext) -> Access {
+    let spec = AccessSpec {
+        namespace: "apps".into(),
+        provider: Some(provider.into()),
+        ..Default::default()
+    };
+    resolve_access_with(&spec, &NoSecrets, ctx).await.unwrap()
+}
+
+fn image(host: &str) -> ImageRef {
+    // Insecure: the simulated registry speaks plain HTTP.
+    ImageRef::parse(&format!("{host}/app"), true).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------- AWS
+
+/// ECR `GetAuthorizationToken`: checks the SigV4 signature against the expected key, then hands out
+/// `AWS:<prefix>-<n>` tokens valid for 12 h.
+struct EcrApi {
+    access_key: &'static str,
+    secret_key: &'static str,
+    session_token: Option<&'static str>,
+    service: &'static str,
+    target: &'static str,
+    prefix: &'static str,
+    public: bool,
+    issued: Arc<Mutex<u32>>,
+}
+
+impl Respond for EcrApi {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        if h("x-amz-target").as_deref() != Some(self.target)
+            || h("content-type").as_deref() != Some("application/x-amz-json-1.1")
+        {
+            return ResponseTemplate::new(400)
+                .set_body_string(r#"{"__type":"UnknownOperationException"}"#);
+        }
+        if h("x-amz-security-token").as_deref() != self.session_token {
+            return ResponseTemplate::new(403).set_body_string(
+                r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
+            );
+        }
+        // Recompute the signature with the expected secret at the request's own time.
+        let amz_date = h("x-amz-date").unwrap_or_default();
+        let fmt = time::format_description::parse_borrowed::<2>(
+            "[year][month][day]T[hour][minute][second]Z",
+        )
+        .unwrap();
+        let t = time::PrimitiveDateTime::parse(&amz_date, &fmt)
+            .unwrap()
+            .assume_utc();
+        let expected = sign_like_aws(
+            self.access_key,
+            self.secret_key,
+            self.session_token,
+            SystemTime::from(t),
+            self.service,
+            req,
+        );
+        if h("authorization") != Some(expected) {
+            return ResponseTemplate::new(403).set_body_string(
+                r#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match the signature you provided."}"#,
+            );
+        }
+        let mut n = self.issued.lock().unwrap();
+        *n += 1;
+        let token = b64(&format!("AWS:{}-{n}", self.prefix));
+        let expires = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            + 12.0 * 3600.0;
+        let data = serde_json::json!({"authorizationToken": token, "expiresAt": expires, "proxyEndpoint": format!("https://{ECR_HOST}")});
+        let body = if self.public {
+            serde_json::json!({ "authorizationData": data })
+        } else {
+            serde_json::json!({ "authorizationData": [data] })
+        };
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/x-amz-json-1.1")
+            .set_body_json(body)
+    }
+}
+
+/// The `authorization` header AWS expects for `req` (signed headers: host, content-type, x-amz-target).
+fn sign_like_aws(
+    ak: &str,
+    sk: &str,
+    token: Option<&str>,
+    at: SystemTime,
+    service: &str,
+    req: &Request,
+) -> String {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4;
+    let identity =
+        aws_credential_types::Credentials::new(ak, sk, token.map(str::to_string), None, "t").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name(service)
+        .time(at)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    // wiremock reports `http://localhost/...`: the signed host is the one the client sent.
+    let host = req.headers.get("host").unwrap().to_str().unwrap();
+    let url = format!("http://{host}{}", req.url.path());
+    let headers: Vec<(&str, &str)> = ["content-type", "x-amz-target"]
+        .iter()
+        .map(|n| (*n, req.headers.get(*n).unwrap().to_str().unwrap()))
+        .collect();
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.into_iter(),
+        SignableBody::Bytes(&req.body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    instructions
+        .headers()
+        .find(|(k, _)| *k == "authorization")
+        .unwrap()
+        .1
+        .to_string()
+}
+
+async fn ecr_api(
+    service: &'static str,
+    target: &'static str,
+    public: bool,
+    ak: &'static str,
+    sk: &'static str,
+    token: Option<&'static str>,
+) -> (MockServer, Arc<Mutex<u32>>) {
+    let server = MockServer::start().await;
+    let issued = Arc::new(Mutex::new(0));
+    Mock::given(method("POST"))
+        .and(path("/"))
+        .respond_with(EcrApi {
+            access_key: ak,
+            secret_key: sk,
+            session_token: token,
+            service,
+            target,
+            prefix: if public { "public" } else { "ecr" },
+            public,
+            issued: issued.clone(),
+        })
+        .mount(&server)
+        .await;
+    (server, issued)
+}
+
+const PRIVATE_TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+const PUBLIC_TARGET: &str = "SpencerFrontendService.GetAuthorizationToken";
+
+fn sts_xml(ak: &str, sk: &str, token: &str) -> String {
+    format!(
+        r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:flux-system:image-reflector-controller</SubjectFromWebIdentityToken>
+    <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/reflector/s</Arn><AssumedRoleId>AROA:s</AssumedRoleId></AssumedRoleUser>
+    <Credentials>
+      <AccessKeyId>{ak}</AccessKeyId>
+      <SecretAccessKey>{sk}</SecretAccessKey>
+      <SessionToken>{token}</SessionToken>
+      <Expiration>2099-01-01T00:00:00Z</Expiration>
+    </Credentials>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#
+    )
+}
+
+fn token_file(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn aws_irsa_ecr_token_fetched_used_cached_and_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sa_token = "eyJhbGciOiJSUzI1NiJ9.sa-token.sig";
+    let sts = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/"))
+        .and(body_string_contains("Action=AssumeRoleWithWebIdentity"))
+        .and(body_string_contains("Version=2011-06-15"))
+        .and(body_string_contains(
+            "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Freflector",
+        ))
+        .and(body_string_contains(
+            format!("WebIdentityToken={sa_token}").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/xml")
+                .set_body_string(sts_xml("ASIASTS", "sts-secret-key", "sts-session-token")),
+        )
+        .mount(&sts)
+        .await;
+    let (ecr, issued) = ecr_api(
+        "ecr",
+        PRIVATE_TARGET,
+        false,
+        "ASIASTS",
+        "sts-secret-key",
+        Some("sts-session-token"),
+    )
+    .await;
+    let reg = TokenRegistry::default();
+    reg.allow("AWS", "ecr-1");
+    reg.allow("AWS", "ecr-2");
+    let registry = reg.start().await;
+
+    let clock = TestClock::new();
+    let ctx = clock.context(
+        env(&[
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_file(dir.path(), "token", sa_token),
+            ),
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/reflector".into(),
+            ),
+            ("AWS_ENDPOINT_URL_STS", sts.uri()),
+            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    let client = client_for(ECR_HOST, &registry);
+    let img = image(ECR_HOST);
+
+    let tags = client.list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(tags, vec!["1.0", "2.0"]);
+    assert_eq!(reg.seen(), vec![("AWS".into(), "ecr-1".into())]);
+
+    // Cached: no new STS or ECR call within the token's life.
+    clock.advance(Duration::from_secs(11 * 3600));
+    client.list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(*issued.lock().unwrap(), 1);
+    assert_eq!(sts.received_requests().await.unwrap().len(), 1);
+
+    // Five minutes before the 12 h expiry the token is replaced.
+    clock.advance(Duration::from_secs(3600 - 299));
+    client.list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(*issued.lock().unwrap(), 2);
+    assert_eq!(sts.received_requests().await.unwrap().len(), 2);
+    assert_eq!(
+        reg.seen().last().unwrap(),
+        &("AWS".to_string(), "ecr-2".to_string())
+    );
+}
+
+#[tokio::test]
+async fn aws_imds_v2_and_public_ecr() {
+    let imds = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/latest/api/token"))
+        .and(header("x-aws-ec2-metadata-token-ttl-seconds", "21600"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("imds-session"))
+        .mount(&imds)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/iam/security-credentials/"))
+        .and(header("x-aws-ec2-metadata-token", "imds-session"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("node-role\n"))
+        .mount(&imds)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/iam/security-credentials/node-role"))
+        .and(header("x-aws-ec2-metadata-token", "imds-session"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "Code": "Success", "LastUpdated": "2026-11-22T19:00:00Z", "Type": "AWS-HMAC",
+            "AccessKeyId": "ASIAIMDS", "SecretAccessKey": "imds-secret", "Token": "imds-token",
+            "Expiration": "2099-01-01T00:00:00Z"
+        })))
+        .mount(&imds)
+        .await;
+    let (ecr, _) = ecr_api(
+        "ecr-public",
+        PUBLIC_TARGET,
+        true,
+        "ASIAIMDS",
+        "imds-secret",
+        Some("imds-token"),
+    )
+    .await;
+    let reg = TokenRegistry::default();
+    reg.allow("AWS", "public-1");
+    let registry = reg.start().await;
+    let ctx = TestClock::new().context(
+        env(&[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.uri()),
+            ("AWS_ENDPOINT_URL_ECR_PUBLIC", ecr.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    let tags = client_for("public.ecr.aws", &registry)
+        .list_tags(&image("public.ecr.aws"), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 2);
+    assert_eq!(reg.seen(), vec![("AWS".into(), "public-1".into())]);
+}
+
+#[tokio::test]
+async fn aws_pod_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/credentials"))
+        .and(header("authorization", "pod-identity-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "AccessKeyId": "ASIAPOD", "SecretAccessKey": "pod-secret", "Token": "pod-token",
+            "AccountId": "123456789012", "Expiration": "2099-01-01T00:00:00Z"
+        })))
+        .mount(&agent)
+        .await;
+    let (ecr, _) = ecr_api(
+        "ecr",
+        PRIVATE_TARGET,
+        false,
+        "ASIAPOD",
+        "pod-secret",
+        Some("pod-token"),
+    )
+    .await;
+    let reg = TokenRegistry::default();
+    reg.allow("AWS", "ecr-1");
+    let registry = reg.start().await;
+    let ctx = TestClock::new().context(
+        env(&[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{}/v1/credentials", agent.uri()),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_file(dir.path(), "eks-pod-identity-token", "pod-identity-token\n"),
+            ),
+            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    client_for(ECR_HOST, &registry)
+        .list_tags(&image(ECR_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(reg.seen(), vec![("AWS".into(), "ecr-1".into())]);
+}
+
+/// Fails the test if `text` contains any of `secrets`.
+fn assert_no_secret(text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "secret {s:?} leaked into: {text}");
+    }
+}
+
+#[tokio::test]
+async fn aws_failures_are_clear_and_secret_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let sts = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(403).set_body_string(
+            r#"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>"#,
+        ))
+        .mount(&sts)
+        .await;
+    let registry = TokenRegistry::default().start().await;
+    let client = client_for(ECR_HOST, &registry);
+    let ctx = TestClock::new().context(
+        env(&[
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_file(dir.path(), "t", "secret-sa-jwt"),
+            ),
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/reflector".into(),
+            ),
+            ("AWS_ENDPOINT_URL_STS", sts.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    let err = client
+        .list_tags(&image(ECR_HOST), &access, LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Credentials(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "provider 'aws': STS AssumeRoleWithWebIdentity: POST {}/: 403 Forbidden: ",
+            sts.uri()
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("Not authorized to perform sts:AssumeRoleWithWebIdentity"),
+        "{msg}"
+    );
+    assert_no_secret(&msg, &["secret-sa-jwt"]);
+    assert_no_secret(&format!("{err:?} {access:?}"), &["secret-sa-jwt"]);
+
+    // ECR refuses the signature (wrong secret key from the identity).
+    let (ecr, _) = ecr_api(
+        "ecr",
+        PRIVATE_TARGET,
+        false,
+        "AKIASTATIC",
+        "right-key",
+        None,
+    )
+    .await;
+    let ctx = TestClock::new().context(
+        env(&[
+            ("AWS_ACCESS_KEY_ID", "AKIASTATIC".into()),
+            ("AWS_SECRET_ACCESS_KEY", "wrong-key".into()),
+            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    let msg = client
+        .list_tags(&image(ECR_HOST), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("provider 'aws': ECR GetAuthorizationToken: POST ")
+            && msg.contains("403 Forbidden")
+            && msg.contains("InvalidSignatureException"),
+        "{msg}"
+    );
+    assert_no_secret(&msg, &["wrong-key", "right-key"]);
+    assert_no_secret(&format!("{access:?} {ctx:?}"), &["wrong-key"]);
+
+    // No identity at all.
+    let ctx = TestClock::new().context(
+        env(&[("AWS_EC2_METADATA_DISABLED", "true".into())]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    let msg = client
+        .list_tags(&image(ECR_HOST), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("provider 'aws': no AWS credentials: set up IRSA"),
+        "{msg}"
+    );
+
+    // A registry the provider does not serve.
+    let msg = client
+        .list_tags(&image("ghcr.io"), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with(
+            "provider 'aws': registry 'ghcr.io' does not match the aws registry pattern"
+        ),
+        "{msg}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------- GCP
+
+/// The metadata server's token endpoint: requires `Metadata-Flavor: Google`, answers with it, and
+/// hands out `ya29.gcp-<n>` valid for `ttl` seconds.
+struct Metadata {
+    issued: Arc<Mutex<u32>>,
+    ttl: u64,
+}
+
+impl Respond for Metadata {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut n = self.issued.lock().unwrap();
+        *n += 1;
+        ResponseTemplate::new(200)
+            .insert_header("metadata-flavor", "Google")
+            .set_body_json(serde_json::json!({"access_token": format!("ya29.gcp-{n}"), "expires_in": self.ttl, "token_type": "Bearer"}))
+    }
+}
+
+#[tokio::test]
+async fn gcp_metadata_token_fetched_used_and_refreshed() {
+    let md = MockServer::start().await;
+    let issued = Arc::new(Mutex::new(0));
+    Mock::given(method("GET"))
+        .and(path(
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+        ))
+        .and(header("metadata-flavor", "Google"))
+        .respond_with(Metadata {
+            issued: issued.clone(),
+            ttl: 3599,
+        })
+        .mount(&md)
+        .await;
+    let reg = TokenRegistry::default();
+    reg.allow("oauth2accesstoken", "ya29.gcp-1");
+    reg.allow("oauth2accesstoken", "ya29.gcp-2");
+    let registry = reg.start().await;
+    let clock = TestClock::new();
+    let ctx = clock.context(
+        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("gcp", &ctx).await;
+    let client = client_for(GCP_HOST, &registry);
+    client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(3000));
+    client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(*issued.lock().unwrap(), 1);
+    clock.advance(Duration::from_secs(600));
+    client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(*issued.lock().unwrap(), 2);
+    assert_eq!(
+        reg.seen(),
+        vec![
+            ("oauth2accesstoken".into(), "ya29.gcp-1".into()),
+            ("oauth2accesstoken".into(), "ya29.gcp-2".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn gcp_failures() {
+    // Not a metadata server: no flavor header in the answer.
+    let md = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"access_token":"captive-portal-secret"}"#),
+        )
+        .mount(&md)
+        .await;
+    let registry = TokenRegistry::default().start().await;
+    let client = client_for(GCP_HOST, &registry);
+    let ctx = AuthContext::new(
+        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("gcp", &ctx).await;
+    let msg = client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("provider 'gcp': metadata server access token: GET http://")
+            && msg.ends_with("response lacks 'Metadata-Flavor: Google': not a GCP metadata server"),
+        "{msg}"
+    );
+    assert_no_secret(&msg, &["captive-portal-secret"]);
+
+    // The workload identity is not bound: the metadata server says so.
+    let md = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("service account not found"))
+        .mount(&md)
+        .await;
+    let ctx = AuthContext::new(
+        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("gcp", &ctx).await;
+    let msg = client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.ends_with("404 Not Found: service account not found"),
+        "{msg}"
+    );
+    let msg = client
+        .list_tags(&image("quay.io"), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("provider 'gcp': registry 'quay.io' does not match"),
+        "{msg}"
+    );
+}
+
+// -------------------------------------------------------------------------------------------- Azure
+
+const ACR_USER: &str = "00000000-0000-0000-0000-000000000000";
+
+fn jwt(exp: u64) -> String {
+    let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.sig",
+        e(r#"{"alg":"RS256","typ":"JWT"}"#),
+        e(&format!(r#"{{"exp":{exp},"aud":"{ACR_HOST}"}}"#))
+    )
+}
+
+/// ACR `/oauth2/exchange`: accepts an AAD token from `valid` and returns a refresh token (a JWT with an
+/// `exp` claim `ttl` seconds ahead); records the refresh tokens it issued.
+struct AcrExchange {
+    valid: &'static [&'static str],
+    ttl: u64,
+    issued: Arc<Mutex<Vec<String>>>,
+    /// The registry that accepts the issued refresh tokens (as ACR does).
+    registry: TokenRegistry,
+}
+
+impl Respond for AcrExchange {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let form: BTreeMap<String, String> = url::form_urlencoded::parse(&req.body)
+            .into_owned()
+            .collect();
+        let ok = form.get("grant_type").map(String::as_str) == Some("access_token")
+            && form.get("service").map(String::as_str) == Some(ACR_HOST)
+            && form
+                .get("access_token")
+                .is_some_and(|t| self.valid.contains(&t.as_str()));
+        if !ok {
+            return ResponseTemplate::new(401).set_body_string(
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"invalid AAD token"}]}"#,
+            );
+        }
+        let mut issued = self.issued.lock().unwrap();
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + self.ttl
+            + issued.len() as u64; // distinct tokens
+        let t = jwt(exp);
+        issued.push(t.clone());
+        self.registry.allow(ACR_USER, &t);
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({ "refresh_token": t }))
+    }
+}
+
+#[tokio::test]
+async fn azure_workload_identity_exchange_and_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let aad = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/tenant-1/oauth2/v2.0/token"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains("client_id=client-1"))
+        .and(body_string_contains(
+            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
+        ))
+        .and(body_string_contains("client_assertion=federated-sa-token"))
+        .and(body_string_contains(
+            "scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "token_type": "Bearer", "expires_in": 86399, "access_token": "aad-token-1"
+        })))
+        .mount(&aad)
+        .await;
+    let reg = TokenRegistry::default();
+    let registry = reg.start().await;
+    let issued = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .and(path("/oauth2/exchange"))
+        .respond_with(AcrExchange {
+            valid: &["aad-token-1"],
+            ttl: 3 * 3600,
+            issued: issued.clone(),
+            registry: reg.clone(),
+        })
+        .mount(&registry)
+        .await;
+    let clock = TestClock::new();
+    let ctx = clock.context(
+        env(&[
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                token_file(dir.path(), "azure-identity-token", "federated-sa-token"),
+            ),
+            ("AZURE_CLIENT_ID", "client-1".into()),
+            ("AZURE_TENANT_ID", "tenant-1".into()),
+            ("AZURE_AUTHORITY_HOST", format!("{}/", aad.uri())),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("azure", &ctx).await;
+    let client = client_for(ACR_HOST, &registry);
+    client
+        .list_tags(&image(ACR_HOST), &access, LONG)
+        .await
+        .unwrap();
+    let first = issued.lock().unwrap()[0].clone();
+    assert_eq!(reg.seen(), vec![(ACR_USER.to_string(), first.clone())]);
+    // Cached for the refresh token's life.
+    clock.advance(Duration::from_secs(2 * 3600));
+    client
+        .list_tags(&image(ACR_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(aad.received_requests().await.unwrap().len(), 1);
+    assert_eq!(issued.lock().unwrap().len(), 1);
+    // Refreshed before the 3 h refresh token expires: a new AAD token and a new exchange.
+    clock.advance(Duration::from_secs(3600 - 200));
+    client
+        .list_tags(&image(ACR_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(aad.received_requests().await.unwrap().len(), 2);
+    let second = issued.lock().unwrap()[1].clone();
+    assert_ne!(first, second);
+    assert_eq!(reg.seen().last().unwrap(), &(ACR_USER.to_string(), second));
+}
+
+#[tokio::test]
+async fn azure_imds_and_failures() {
+    let imds = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/metadata/identity/oauth2/token"))
+        .and(query_param("api-version", "2018-02-01"))
+        .and(query_param("resource", "https://management.azure.com/"))
+        .and(header("metadata", "true"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "aad-imds-token", "expires_in": "3599", "token_type": "Bearer",
+            "resource": "https://management.azure.com/"
+        })))
+        .mount(&imds)
+        .await;
+    let reg = TokenRegistry::default();
+    let registry = reg.start().await;
+    let issued = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .and(path("/oauth2/exchange"))
+        .respond_with(AcrExchange {
+            valid: &["aad-imds-token"],
+            ttl: 3 * 3600,
+            issued: issued.clone(),
+            registry: reg.clone(),
+        })
+        .mount(&registry)
+        .await;
+    let ctx = AuthContext::new(
+        env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.uri())]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("azure", &ctx).await;
+    let client = client_for(ACR_HOST, &registry);
+    client
+        .list_tags(&image(ACR_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(reg.seen().len(), 1);
+
+    // AAD refuses the federated token: the AAD error is quoted, the token is not.
+    let dir = tempfile::tempdir().unwrap();
+    let aad = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": "invalid_client",
+            "error_description": "AADSTS70021: No matching federated identity record found for presented assertion."
+        })))
+        .mount(&aad)
+        .await;
+    let ctx = AuthContext::new(
+        env(&[
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                token_file(dir.path(), "t", "federated-secret"),
+            ),
+            ("AZURE_CLIENT_ID", "c".into()),
+            ("AZURE_TENANT_ID", "t".into()),
+            ("AZURE_AUTHORITY_HOST", aad.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("azure", &ctx).await;
+    let msg = client
+        .list_tags(&image(ACR_HOST), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("provider 'azure': AAD workload identity token: POST ")
+            && msg.contains("400 Bad Request")
+            && msg.contains("AADSTS70021"),
+        "{msg}"
+    );
+    assert_no_secret(&msg, &["federated-secret"]);
+
+    // The registry refuses the AAD token at the exchange.
+    let ctx = AuthContext::new(
+        env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.uri())]),
+        CredentialHelpers::default(),
+    );
+    let registry2 = TokenRegistry::default().start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/exchange"))
+        .respond_with(AcrExchange {
+            valid: &["other"],
+            ttl: 60,
+            issued: Arc::default(),
+            registry: TokenRegistry::default(),
+        })
+        .mount(&registry2)
+        .await;
+    let access = provider_access("azure", &ctx).await;
+    let msg = client_for(ACR_HOST, &registry2)
+        .list_tags(&image(ACR_HOST), &access, LONG)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!("provider 'azure': ACR token exchange: POST http://{ACR_HOST}/oauth2/exchange: 401 Unauthorized")),
+        "{msg}"
+    );
+    assert_no_secret(&msg, &["aad-imds-token"]);
+}
+
+// ------------------------------------------------------------------------------- identity & options
+
+#[tokio::test]
+async fn object_level_identity_is_a_clear_stalling_error() {
+    let spec = AccessSpec {
+        namespace: "apps".into(),
+        provider: Some("aws".into()),
+        service_account_name: Some("puller".into()),
+        ..Default::default()
+    };
+    let err = resolve_access_with(&spec, &NoSecrets, &AuthContext::default())
+        .await
+        .unwrap_err();
+    assert!(err.is_stalling());
+    assert_eq!(
+        err.to_string(),
+        "provider 'aws': object-level workload identity (spec.serviceAccountName 'apps/puller') is not supported yet; remove spec.serviceAccountName to use the controller's own identity"
+    );
+}
+
+#[tokio::test]
+async fn cache_is_per_context_and_provider() {
+    // Two contexts (two controllers, or a test and another) never share credentials.
+    let md = MockServer::start().await;
+    let issued = Arc::new(Mutex::new(0));
+    Mock::given(method("GET"))
+        .respond_with(Metadata {
+            issued: issued.clone(),
+            ttl: 3600,
+        })
+        .mount(&md)
+        .await;
+    let reg = TokenRegistry::default();
+    reg.allow("oauth2accesstoken", "ya29.gcp-1");
+    reg.allow("oauth2accesstoken", "ya29.gcp-2");
+    let registry = reg.start().await;
+    let client = client_for(GCP_HOST, &registry);
+    for _ in 0..2 {
+        let ctx = AuthContext::new(
+            env(&[("GCE_METADATA_HOST", md.address().to_string())]),
+            CredentialHelpers::default(),
+        );
+        let access = provider_access("gcp", &ctx).await;
+        client
+            .list_tags(&image(GCP_HOST), &access, LONG)
+            .await
+            .unwrap();
+        client
+            .list_tags(&image(GCP_HOST), &access, LONG)
+            .await
+            .unwrap();
+    }
+    assert_eq!(*issued.lock().unwrap(), 2);
+}
+
+// ------------------------------------------------------------------------------ credential helpers
+
+/// Writes `docker-credential-<name>` (a shell script) into `dir`.
+fn helper_script(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn helpers_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    // Answers for the registry on stdin (`127.0.0.1:<port>`), records what it was asked.
+    helper_script(
+        dir.path(),
+        "sim",
+        r#"[ "$1" = get ] || exit 2
+read server
+echo "$server" >> "$(dirname "$0")/asked"
+case "$server" in
+  127.0.0.1:*) printf '{"ServerURL":"%s","Username":"helper-user","Secret":"helper-secret"}' "$server" ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac"#,
+    );
+    helper_script(
+        dir.path(),
+        "empty",
+        r#"read server; echo "credentials not found in native keychain"; exit 1"#,
+    );
+    helper_script(dir.path(), "slow", "sleep 30");
+    helper_script(dir.path(), "garbage", r#"echo "leaked-secret-in-garbage""#);
+    dir
+}
+
+fn helpers(dir: &Path, allowed: &[&str], timeout: Duration) -> CredentialHelpers {
+    CredentialHelpers::new(allowed.iter().map(|s| s.to_string()).collect(), timeout)
+        .unwrap()
+        .with_search_path(format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ))
+}
+
+fn helper_access(config: serde_json::Value, helpers: CredentialHelpers) -> Access {
+    Access {
+        keychain: Keychain::from_docker_config_json("apps/pull", config.to_string().as_bytes())
+            .unwrap(),
+        helpers,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn credential_helper_runs_when_allowed() {
+    let dir = helpers_dir();
+    let reg = TokenRegistry::default();
+    reg.allow("helper-user", "helper-secret");
+    let registry = reg.start().await;
+    let host = registry.address().to_string();
+    let client = Client::new(ClientConfig::default()).unwrap();
+    let img = ImageRef::parse(&format!("{host}/app"), false).unwrap();
+
+    let access = helper_access(
+        serde_json::json!({"credHelpers": {host.clone(): "sim"}}),
+        helpers(dir.path(), &["sim"], LONG),
+    );
+    assert_eq!(
+        client.list_tags(&img, &access, LONG).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        reg.seen(),
+        vec![("helper-user".into(), "helper-secret".into())]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("asked")).unwrap(),
+        format!("{host}\n")
+    );
+    assert_no_secret(&format!("{access:?}"), &["helper-secret"]);
+
+    // credsStore with no answer for the registry falls back to `auths`.
+    let reg2 = TokenRegistry::default();
+    reg2.allow("file-user", "file-pass");
+    let registry2 = reg2.start().await;
+    let host2 = registry2.address().to_string();
+    let img2 = ImageRef::parse(&format!("{host2}/app"), false).unwrap();
+    let access = helper_access(
+        serde_json::json!({"credsStore": "empty", "auths": {host2.clone(): {"username": "file-user", "password": "file-pass"}}}),
+        helpers(dir.path(), &["empty"], LONG),
+    );
+    client.list_tags(&img2, &access, LONG).await.unwrap();
+    assert_eq!(reg2.seen(), vec![("file-user".into(), "file-pass".into())]);
+}
+
+#[tokio::test]
+async fn credential_helper_refused_bounded_and_validated() {
+    let dir = helpers_dir();
+    let registry = TokenRegistry::default().start().await;
+    let host = registry.address().to_string();
+    let client = Client::new(ClientConfig::default()).unwrap();
+    let img = ImageRef::parse(&format!("{host}/app"), false).unwrap();
+    let run = |helper: &'static str, allowed: &'static [&'static str], timeout: Duration| {
+        let access = helper_access(
+            serde_json::json!({"credHelpers": {host.clone(): helper}}),
+            helpers(dir.path(), allowed, timeout),
+        );
+        let client = client.clone();
+        let img = img.clone();
+        async move {
+            client
+                .list_tags(&img, &access, LONG)
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+
+    // Not allowed (the default allows none): refused without running it.
+    let msg = run("sim", &[], LONG).await;
+    assert_eq!(
+        msg,
+        format!(
+            "credential helper 'docker-credential-sim' for registry '{host}' is not allowed: add 'sim' to --allowed-credential-helpers to run it"
+        )
+    );
+    assert!(!dir.path().join("asked").exists());
+    // A name that is not a plain program name is never run either.
+    let msg = run("../../bin/sh", &["sim"], LONG).await;
+    assert!(msg.contains("is not allowed"), "{msg}");
+
+    // Time-bounded.
+    let msg = run("slow", &["slow"], Duration::from_millis(300)).await;
+    assert_eq!(
+        msg,
+        format!(
+            "credential helper 'docker-credential-slow' for registry '{host}': docker-credential-slow did not answer within 0.3s"
+        )
+    );
+    // Output validated, and not quoted.
+    let msg = run("garbage", &["garbage"], LONG).await;
+    assert!(
+        msg.ends_with("output is not the protocol's JSON {\"Username\", \"Secret\"}"),
+        "{msg}"
+    );
+    assert_no_secret(&msg, &["leaked-secret-in-garbage"]);
+    // Missing program.
+    let msg = run("absent", &["absent"], LONG).await;
+    assert!(msg.contains("cannot run docker-credential-absent"), "{msg}");
+    // credHelpers entry without credentials.
+    let msg = run("empty", &["empty"], LONG).await;
+    assert!(msg.ends_with("credentials not found"), "{msg}");
+}
