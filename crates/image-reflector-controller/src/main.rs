@@ -51,10 +51,32 @@ fn main() -> ExitCode {
             )),
         };
     }
+    if let Err(e) = install_cloud_auth(&cli.flags) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     runtime::app::start(
         controller::CONTROLLER_NAME,
         cmd,
         cli.flags,
         controller::controllers,
     )
+}
+
+/// Installs the registry credential context from the flags: cloud identity from the process
+/// environment, the allowed credential helpers and the token cache bounds.
+fn install_cloud_auth(flags: &ReflectorFlags) -> Result<(), String> {
+    let helpers = registry::CredentialHelpers::new(
+        flags.allowed_credential_helpers.clone(),
+        registry::cloud::DEFAULT_HELPER_TIMEOUT,
+    )
+    .map_err(|e| format!("invalid --allowed-credential-helpers: {e}"))?;
+    let limits = registry::CacheLimits {
+        max_entries: usize::try_from(flags.common.token_cache_max_size).unwrap_or(0),
+        max_duration: Some(flags.common.token_cache_max_duration),
+    };
+    let context = registry::AuthContext::new(registry::CloudEnv::from_env(), helpers)
+        .with_cache_limits(limits);
+    registry::AuthContext::install_global(context)
+        .map_err(|_| "the registry credential context was already installed".to_string())
 }

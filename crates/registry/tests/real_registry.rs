@@ -199,3 +199,87 @@ async fn proxies_with_and_without_auth() {
         assert_eq!(tags, vec!["p1"]);
     }
 }
+
+/// ECR credentials reach the real token registry of the test environment: a simulated ECR API hands
+/// out the registry's own user and password as its authorization token, and the ECR host is mapped to
+/// the loopback registry with the client's test-only host map.
+#[tokio::test]
+async fn ecr_provider_credentials_reach_the_token_registry() {
+    use wiremock::matchers::{header, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let ep = env().registry(RegistryVariant::Token).unwrap();
+    let RegistryAuth::Token { user, password } = &ep.auth else {
+        panic!("token variant without credentials: {:?}", ep.auth);
+    };
+    let repo = unique_name("ecr");
+    RegistryClient::new(&ep)
+        .unwrap()
+        .push_tags(&repo, &["1.0.0", "1.1.0"], 2)
+        .await
+        .unwrap();
+
+    let ecr_for = |pass: &str| {
+        let token = base64_encode(&format!("{user}:{pass}"));
+        async move {
+            let ecr = MockServer::start().await;
+            Mock::given(method("POST"))
+                .and(header(
+                    "x-amz-target",
+                    "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken",
+                ))
+                .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "authorizationData": [{"authorizationToken": token, "expiresAt": 4102444800.0}]
+                })))
+                .mount(&ecr)
+                .await;
+            ecr
+        }
+    };
+    let client = Client::new(ClientConfig {
+        host_map: vec![(ECR_HOST.to_string(), ep.host.parse().unwrap())],
+        ..Default::default()
+    })
+    .unwrap();
+    let image = ImageRef::parse(&format!("{ECR_HOST}/{repo}"), true).unwrap();
+    let access_with = |ecr: &MockServer| Access {
+        provider: Some(registry::cloud::ProviderAccess::new(
+            registry::CloudProvider::Aws,
+            registry::AuthContext::new(
+                registry::CloudEnv::from_pairs([
+                    ("AWS_ACCESS_KEY_ID".to_string(), "AKIATEST".to_string()),
+                    (
+                        "AWS_SECRET_ACCESS_KEY".to_string(),
+                        "test-secret".to_string(),
+                    ),
+                    ("AWS_ENDPOINT_URL_ECR".to_string(), ecr.uri()),
+                ]),
+                registry::CredentialHelpers::default(),
+            ),
+        )),
+        ..Default::default()
+    };
+
+    let ecr = ecr_for(password).await;
+    let mut tags = client
+        .list_tags(&image, &access_with(&ecr), TIMEOUT)
+        .await
+        .unwrap();
+    tags.sort();
+    assert_eq!(tags, vec!["1.0.0", "1.1.0"]);
+
+    // A token the registry does not accept is refused by the registry's token server.
+    let ecr = ecr_for("not-the-password").await;
+    let err = client
+        .list_tags(&image, &access_with(&ecr), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

@@ -379,6 +379,11 @@ pub struct ReflectorFlags {
     /// The interval at which failing dependencies are reevaluated.
     #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
     pub requeue_dependency: Duration,
+
+    /// Docker credential helpers (`docker-credential-<name>`) that pull secrets may name in
+    /// `credHelpers`/`credsStore`; none by default, so a tenant cannot make the controller run a binary.
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub allowed_credential_helpers: Vec<String>,
 }
 
 impl ReflectorFlags {
@@ -479,12 +484,18 @@ mod tests {
                     cmd.get_name()
                 );
             }
-            // Ours adds only --kubeconfig (plus clap's --help/--version).
+            // Ours adds only --kubeconfig, and the reflector --allowed-credential-helpers (plus clap's
+            // --help/--version).
             let extra: Vec<&String> = ours
                 .iter()
                 .filter(|o| !names.contains(&o.as_str()))
                 .collect();
-            assert_eq!(extra, vec!["kubeconfig"], "{}", cmd.get_name());
+            let want = if cmd.get_name() == "image-reflector-controller" {
+                vec!["kubeconfig", "allowed-credential-helpers"]
+            } else {
+                vec!["kubeconfig"]
+            };
+            assert_eq!(extra, want, "{}", cmd.get_name());
         }
     }
 
@@ -518,6 +529,7 @@ mod tests {
         assert_eq!(c.token_cache_max_duration, Duration::from_secs(3600));
         assert_eq!(c.default_service_account, "");
         assert_eq!(f.storage_path, std::path::PathBuf::from("/data"));
+        assert!(f.allowed_credential_helpers.is_empty());
         assert_eq!(f.storage_value_log_file_size, 268_435_456);
         assert_eq!(f.storage_compression_threshold, 64);
         assert_eq!(f.gc_interval, 10);
@@ -536,9 +548,15 @@ mod tests {
             "--log-level=info",
             "--log-encoding=json",
             "--enable-leader-election",
+            "--allowed-credential-helpers=ecr-login,gcloud",
+            "--allowed-credential-helpers=acr-env",
         ])
         .unwrap();
         assert!(f.common.enable_leader_election && f.common.watch_all_namespaces);
+        assert_eq!(
+            f.allowed_credential_helpers,
+            vec!["ecr-login", "gcloud", "acr-env"]
+        );
         let a = automation(&[
             "--watch-all-namespaces=false",
             "--log-level",

@@ -199,6 +199,8 @@ impl CloudEnv {
     }
 }
 
+static GLOBAL: OnceLock<AuthContext> = OnceLock::new();
+
 /// The current time; replaceable so tests can move past token expiry without waiting.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -213,7 +215,26 @@ struct ContextInner {
     env: CloudEnv,
     helpers: CredentialHelpers,
     clock: Clock,
+    limits: CacheLimits,
     cache: Mutex<HashMap<CacheKey, Cached>>,
+}
+
+/// Bounds of the token cache (`--token-cache-max-size`, `--token-cache-max-duration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most credentials kept; 0 disables caching.
+    pub max_entries: usize,
+    /// Longest time a credential is reused, whatever its own expiry; `None` for no bound.
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_entries: 1024,
+            max_duration: None,
+        }
+    }
 }
 
 /// Provider, identity and what the token is good for (registry host, or the whole provider).
@@ -226,8 +247,6 @@ struct Cached {
     refresh_at: SystemTime,
 }
 
-/// Cache entries kept before expired ones are pruned.
-const MAX_CACHE_ENTRIES: usize = 1024;
 /// Longest refresh margin: a credential is replaced this long before it expires...
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -259,15 +278,34 @@ impl AuthContext {
                 env,
                 helpers,
                 clock,
+                limits: CacheLimits::default(),
                 cache: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// The process-wide context used by [`crate::resolve_access`]: the process environment, no
-    /// credential helpers allowed.
+    /// The same context with other cache bounds and an empty cache (configure before first use).
+    pub fn with_cache_limits(self, limits: CacheLimits) -> AuthContext {
+        AuthContext {
+            inner: Arc::new(ContextInner {
+                env: self.inner.env.clone(),
+                helpers: self.inner.helpers.clone(),
+                clock: self.inner.clock.clone(),
+                limits,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Makes `context` the one [`AuthContext::global`] returns; the controller calls this once at
+    /// start-up with its flags. Fails (returning it) when the global context was already set or used.
+    pub fn install_global(context: AuthContext) -> Result<(), AuthContext> {
+        GLOBAL.set(context)
+    }
+
+    /// The process-wide context used by [`crate::resolve_access`]: the installed one, else the process
+    /// environment with no credential helpers allowed.
     pub fn global() -> &'static AuthContext {
-        static GLOBAL: OnceLock<AuthContext> = OnceLock::new();
         GLOBAL.get_or_init(|| AuthContext::new(CloudEnv::from_env(), CredentialHelpers::default()))
     }
 
@@ -299,15 +337,31 @@ impl AuthContext {
     }
 
     fn store(&self, key: CacheKey, credential: Credential, expires_at: SystemTime) {
+        let limits = self.inner.limits;
+        if limits.max_entries == 0 {
+            return;
+        }
         let now = self.now();
         let lifetime = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
         // Refresh a quarter of the lifetime early, at most five minutes: a 12 h ECR token is replaced
         // 5 min before expiry, a 60 s test token after 45 s.
         let margin = (lifetime / 4).min(MAX_REFRESH_MARGIN);
-        let refresh_at = expires_at.checked_sub(margin).unwrap_or(now);
+        let mut refresh_at = expires_at.checked_sub(margin).unwrap_or(now);
+        if let Some(max) = limits.max_duration {
+            refresh_at = refresh_at.min(now + max);
+        }
         let mut cache = lock(&self.inner.cache);
-        if cache.len() >= MAX_CACHE_ENTRIES {
+        if cache.len() >= limits.max_entries && !cache.contains_key(&key) {
             cache.retain(|_, c| now < c.refresh_at);
+            // Still full: drop the entry due soonest.
+            if cache.len() >= limits.max_entries
+                && let Some(k) = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.refresh_at)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&k);
+            }
         }
         cache.insert(
             key,
@@ -618,6 +672,30 @@ mod tests {
         *lock(&now) = t0 + Duration::from_secs(12 * 3600 - 301);
         assert!(ctx.cached(&key).is_some());
         *lock(&now) = t0 + Duration::from_secs(12 * 3600 - 300);
+        assert!(ctx.cached(&key).is_none());
+
+        // Bounded by --token-cache-max-duration and -max-size.
+        let ctx = ctx.with_cache_limits(CacheLimits {
+            max_entries: 1,
+            max_duration: Some(Duration::from_secs(3600)),
+        });
+        *lock(&now) = t0;
+        let exp = t0 + Duration::from_secs(12 * 3600);
+        ctx.store(key.clone(), Credential::RegistryToken("t".into()), exp);
+        *lock(&now) = t0 + Duration::from_secs(3599);
+        assert!(ctx.cached(&key).is_some());
+        *lock(&now) = t0 + Duration::from_secs(3600);
+        assert!(ctx.cached(&key).is_none());
+        let other = (CloudProvider::Aws, Identity::Controller, "y".to_string());
+        ctx.store(key.clone(), Credential::RegistryToken("t".into()), exp);
+        ctx.store(other.clone(), Credential::RegistryToken("u".into()), exp);
+        assert!(ctx.cached(&key).is_none());
+        assert!(ctx.cached(&other).is_some());
+        let ctx = ctx.with_cache_limits(CacheLimits {
+            max_entries: 0,
+            max_duration: None,
+        });
+        ctx.store(key.clone(), Credential::RegistryToken("t".into()), exp);
         assert!(ctx.cached(&key).is_none());
     }
 }
