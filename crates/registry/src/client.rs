@@ -208,6 +208,7 @@ impl Client {
         let mut session = self.session(image, access, timeout).await?;
         let result = session.list_tags().await;
         self.forget_ping_on_transport_error(&session, &result);
+        forget_refused_credential(access, image, &result);
         result
     }
 
@@ -223,6 +224,7 @@ impl Client {
         let mut session = self.session(image, access, timeout).await?;
         let result = session.manifest_digest(tag).await;
         self.forget_ping_on_transport_error(&session, &result);
+        forget_refused_credential(access, image, &result);
         result
     }
 
@@ -1020,6 +1022,20 @@ fn fingerprint(c: &Credential) -> String {
         Credential::RegistryToken(t) => format!("registry\0{t}"),
     };
     hex(&Sha256::digest(raw.as_bytes()))
+}
+
+/// A provider credential the registry refused (revoked, or a role that lost access) is not reused: the
+/// next attempt fetches a fresh one instead of waiting for it to expire.
+fn forget_refused_credential<T>(
+    access: &Access,
+    image: &ImageRef,
+    result: &Result<T, RegistryError>,
+) {
+    if let (Some(p), Err(e)) = (&access.provider, result)
+        && e.is_unauthorized()
+    {
+        p.forget(image);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1200,3 +1200,142 @@ async fn credential_helper_refused_bounded_and_validated() {
     let msg = run("empty", &["empty"], LONG).await;
     assert!(msg.ends_with("credentials not found"), "{msg}");
 }
+
+#[tokio::test]
+async fn refused_provider_credential_is_not_reused() {
+    let md = MockServer::start().await;
+    let issued = Arc::new(Mutex::new(0));
+    Mock::given(method("GET"))
+        .respond_with(Metadata {
+            issued: issued.clone(),
+            ttl: 3600,
+        })
+        .mount(&md)
+        .await;
+    let reg = TokenRegistry::default();
+    // The first token was revoked: only the second is accepted.
+    reg.allow("oauth2accesstoken", "ya29.gcp-2");
+    let registry = reg.start().await;
+    let client = client_for(GCP_HOST, &registry);
+    let ctx = AuthContext::new(
+        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("gcp", &ctx).await;
+    let err = client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap_err();
+    assert!(err.is_unauthorized(), "{err}");
+    assert_no_secret(&err.to_string(), &["ya29.gcp-1"]);
+    client
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(*issued.lock().unwrap(), 2);
+}
+
+/// A log sink. It is the global subscriber of this test binary (thread-local subscribers miss events
+/// whose callsite interest other test threads cached), so it also collects the other tests' logs.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_errors_or_debug_output() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sts = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(sts_xml(
+            "ASIALOG",
+            "log-secret-key",
+            "log-session-token",
+        )))
+        .mount(&sts)
+        .await;
+    let (ecr, _) = ecr_api(
+        "ecr",
+        PRIVATE_TARGET,
+        false,
+        "ASIALOG",
+        "log-secret-key",
+        Some("log-session-token"),
+    )
+    .await;
+    let reg = TokenRegistry::default();
+    reg.allow("AWS", "ecr-1");
+    let registry = reg.start().await;
+    let ctx = AuthContext::new(
+        env(&[
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_file(dir.path(), "t", "log-sa-jwt"),
+            ),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".into()),
+            ("AWS_ENDPOINT_URL_STS", sts.uri()),
+            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+        ]),
+        CredentialHelpers::default(),
+    );
+    let access = provider_access("aws", &ctx).await;
+    let client = client_for(ECR_HOST, &registry);
+    client
+        .list_tags(&image(ECR_HOST), &access, LONG)
+        .await
+        .unwrap();
+
+    // A credential helper run too.
+    let hdir = helpers_dir();
+    let hreg = TokenRegistry::default();
+    hreg.allow("helper-user", "helper-secret");
+    let hserver = hreg.start().await;
+    let host = hserver.address().to_string();
+    let haccess = helper_access(
+        serde_json::json!({"credHelpers": {host.clone(): "sim"}}),
+        helpers(hdir.path(), &["sim"], LONG),
+    );
+    Client::new(ClientConfig::default())
+        .unwrap()
+        .list_tags(
+            &ImageRef::parse(&format!("{host}/app"), false).unwrap(),
+            &haccess,
+            LONG,
+        )
+        .await
+        .unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("obtained registry credentials"),
+        "the flow was not logged: {text}"
+    );
+    let secrets = [
+        "log-sa-jwt",
+        "log-secret-key",
+        "log-session-token",
+        &b64("AWS:ecr-1"),
+        "ecr-1",
+        "helper-secret",
+        "sim-bearer",
+    ];
+    assert_no_secret(&text, &secrets);
+    assert_no_secret(&format!("{access:?} {ctx:?} {haccess:?}"), &secrets);
+}

@@ -273,9 +273,10 @@ pub(crate) fn sign(
         SignableBody::Bytes(body),
     )
     .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
+    // aws-sigv4 traces the canonical request, session token included: sign with logging off.
+    let signed =
+        tracing::dispatcher::with_default(&tracing::Dispatch::none(), || sign(signable, &params));
+    let (instructions, _) = signed.map_err(|e| e.to_string())?.into_parts();
     Ok(instructions
         .headers()
         .map(|(k, v)| (k.to_string(), v.to_string()))

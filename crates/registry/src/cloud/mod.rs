@@ -419,6 +419,22 @@ impl ProviderAccess {
         }
     }
 
+    /// Drops the cached credential for `image`'s registry (after the registry refused it).
+    pub fn forget(&self, image: &ImageRef) {
+        if let Ok(key) = self.cache_key(image.registry()) {
+            lock(&self.context.inner.cache).remove(&key);
+        }
+    }
+
+    fn cache_key(&self, registry: &str) -> Result<CacheKey, CloudError> {
+        let scope = match self.provider {
+            CloudProvider::Aws => aws::cache_scope(registry)?,
+            CloudProvider::Azure => azure::cache_scope(registry)?,
+            CloudProvider::Gcp => gcp::cache_scope(registry)?,
+        };
+        Ok((self.provider, self.identity.clone(), scope))
+    }
+
     /// The registry credential for `image`: cached, or fetched from the provider's endpoints.
     pub async fn credential(
         &self,
@@ -427,12 +443,7 @@ impl ProviderAccess {
         deadline: Instant,
     ) -> Result<Credential, CloudError> {
         let registry = image.registry();
-        let scope = match self.provider {
-            CloudProvider::Aws => aws::cache_scope(registry)?,
-            CloudProvider::Azure => azure::cache_scope(registry)?,
-            CloudProvider::Gcp => gcp::cache_scope(registry)?,
-        };
-        let key = (self.provider, self.identity.clone(), scope);
+        let key = self.cache_key(registry)?;
         if let Some(c) = self.context.cached(&key) {
             return Ok(c);
         }
