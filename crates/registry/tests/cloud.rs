@@ -62,6 +62,16 @@ impl TokenRegistry {
         server
     }
 
+    /// A started registry accepting the given user/password pairs.
+    async fn allowing(pairs: &[(&str, &str)]) -> (TokenRegistry, MockServer) {
+        let reg = TokenRegistry::default();
+        for (u, p) in pairs {
+            reg.allow(u, p);
+        }
+        let server = reg.start().await;
+        (reg, server)
+    }
+
     fn allow(&self, user: &str, pass: &str) {
         self.valid
             .lock()
@@ -160,6 +170,15 @@ async fn provider_access(provider: &str, ctx: &AuthContext) -> Access {
         ..Default::default()
     };
     resolve_access_with(&spec, &NoSecrets, ctx).await.unwrap()
+}
+
+/// The message of a tag listing that must fail.
+async fn list_err(client: &Client, image: &ImageRef, access: &Access) -> String {
+    client
+        .list_tags(image, access, LONG)
+        .await
+        .unwrap_err()
+        .to_string()
 }
 
 fn image(host: &str) -> ImageRef {
@@ -368,10 +387,7 @@ async fn aws_irsa_ecr_token_fetched_used_cached_and_refreshed() {
         Some("sts-session-token"),
     )
     .await;
-    let reg = TokenRegistry::default();
-    reg.allow("AWS", "ecr-1");
-    reg.allow("AWS", "ecr-2");
-    let registry = reg.start().await;
+    let (reg, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1"), ("AWS", "ecr-2")]).await;
 
     let clock = TestClock::new();
     let ctx = clock.context(
@@ -448,9 +464,7 @@ async fn aws_imds_v2_and_public_ecr() {
         Some("imds-token"),
     )
     .await;
-    let reg = TokenRegistry::default();
-    reg.allow("AWS", "public-1");
-    let registry = reg.start().await;
+    let (reg, registry) = TokenRegistry::allowing(&[("AWS", "public-1")]).await;
     let ctx = TestClock::new().context(
         env(&[
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.uri()),
@@ -489,9 +503,7 @@ async fn aws_pod_identity() {
         Some("pod-token"),
     )
     .await;
-    let reg = TokenRegistry::default();
-    reg.allow("AWS", "ecr-1");
-    let registry = reg.start().await;
+    let (reg, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1")]).await;
     let ctx = TestClock::new().context(
         env(&[
             (
@@ -587,11 +599,7 @@ async fn aws_failures_are_clear_and_secret_free() {
         CredentialHelpers::default(),
     );
     let access = provider_access("aws", &ctx).await;
-    let msg = client
-        .list_tags(&image(ECR_HOST), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image(ECR_HOST), &access).await;
     assert!(
         msg.starts_with("provider 'aws': ECR GetAuthorizationToken: POST ")
             && msg.contains("403 Forbidden")
@@ -607,22 +615,14 @@ async fn aws_failures_are_clear_and_secret_free() {
         CredentialHelpers::default(),
     );
     let access = provider_access("aws", &ctx).await;
-    let msg = client
-        .list_tags(&image(ECR_HOST), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image(ECR_HOST), &access).await;
     assert!(
         msg.starts_with("provider 'aws': no AWS credentials: set up IRSA"),
         "{msg}"
     );
 
     // A registry the provider does not serve.
-    let msg = client
-        .list_tags(&image("ghcr.io"), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image("ghcr.io"), &access).await;
     assert!(
         msg.starts_with(
             "provider 'aws': registry 'ghcr.io' does not match the aws registry pattern"
@@ -665,10 +665,11 @@ async fn gcp_metadata_token_fetched_used_and_refreshed() {
         })
         .mount(&md)
         .await;
-    let reg = TokenRegistry::default();
-    reg.allow("oauth2accesstoken", "ya29.gcp-1");
-    reg.allow("oauth2accesstoken", "ya29.gcp-2");
-    let registry = reg.start().await;
+    let (reg, registry) = TokenRegistry::allowing(&[
+        ("oauth2accesstoken", "ya29.gcp-1"),
+        ("oauth2accesstoken", "ya29.gcp-2"),
+    ])
+    .await;
     let clock = TestClock::new();
     let ctx = clock.context(
         env(&[("GCE_METADATA_HOST", md.address().to_string())]),
@@ -719,11 +720,7 @@ async fn gcp_failures() {
         CredentialHelpers::default(),
     );
     let access = provider_access("gcp", &ctx).await;
-    let msg = client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image(GCP_HOST), &access).await;
     assert!(
         msg.starts_with("provider 'gcp': metadata server access token: GET http://")
             && msg.ends_with("response lacks 'Metadata-Flavor: Google': not a GCP metadata server"),
@@ -742,20 +739,12 @@ async fn gcp_failures() {
         CredentialHelpers::default(),
     );
     let access = provider_access("gcp", &ctx).await;
-    let msg = client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image(GCP_HOST), &access).await;
     assert!(
         msg.ends_with("404 Not Found: service account not found"),
         "{msg}"
     );
-    let msg = client
-        .list_tags(&image("quay.io"), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image("quay.io"), &access).await;
     assert!(
         msg.starts_with("provider 'gcp': registry 'quay.io' does not match"),
         "{msg}"
@@ -950,11 +939,7 @@ async fn azure_imds_and_failures() {
         CredentialHelpers::default(),
     );
     let access = provider_access("azure", &ctx).await;
-    let msg = client
-        .list_tags(&image(ACR_HOST), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client, &image(ACR_HOST), &access).await;
     assert!(
         msg.starts_with("provider 'azure': AAD workload identity token: POST ")
             && msg.contains("400 Bad Request")
@@ -980,11 +965,7 @@ async fn azure_imds_and_failures() {
         .mount(&registry2)
         .await;
     let access = provider_access("azure", &ctx).await;
-    let msg = client_for(ACR_HOST, &registry2)
-        .list_tags(&image(ACR_HOST), &access, LONG)
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = list_err(&client_for(ACR_HOST, &registry2), &image(ACR_HOST), &access).await;
     assert!(
         msg.starts_with(&format!("provider 'azure': ACR token exchange: POST http://{ACR_HOST}/oauth2/exchange: 401 Unauthorized")),
         "{msg}"
@@ -1024,10 +1005,11 @@ async fn cache_is_per_context_and_provider() {
         })
         .mount(&md)
         .await;
-    let reg = TokenRegistry::default();
-    reg.allow("oauth2accesstoken", "ya29.gcp-1");
-    reg.allow("oauth2accesstoken", "ya29.gcp-2");
-    let registry = reg.start().await;
+    let (_, registry) = TokenRegistry::allowing(&[
+        ("oauth2accesstoken", "ya29.gcp-1"),
+        ("oauth2accesstoken", "ya29.gcp-2"),
+    ])
+    .await;
     let client = client_for(GCP_HOST, &registry);
     for _ in 0..2 {
         let ctx = AuthContext::new(
@@ -1103,9 +1085,7 @@ fn helper_access(config: serde_json::Value, helpers: CredentialHelpers) -> Acces
 #[tokio::test]
 async fn credential_helper_runs_when_allowed() {
     let dir = helpers_dir();
-    let reg = TokenRegistry::default();
-    reg.allow("helper-user", "helper-secret");
-    let registry = reg.start().await;
+    let (reg, registry) = TokenRegistry::allowing(&[("helper-user", "helper-secret")]).await;
     let host = registry.address().to_string();
     let client = Client::new(ClientConfig::default()).unwrap();
     let img = ImageRef::parse(&format!("{host}/app"), false).unwrap();
@@ -1129,9 +1109,7 @@ async fn credential_helper_runs_when_allowed() {
     assert_no_secret(&format!("{access:?}"), &["helper-secret"]);
 
     // credsStore with no answer for the registry falls back to `auths`.
-    let reg2 = TokenRegistry::default();
-    reg2.allow("file-user", "file-pass");
-    let registry2 = reg2.start().await;
+    let (reg2, registry2) = TokenRegistry::allowing(&[("file-user", "file-pass")]).await;
     let host2 = registry2.address().to_string();
     let img2 = ImageRef::parse(&format!("{host2}/app"), false).unwrap();
     let access = helper_access(
@@ -1156,13 +1134,7 @@ async fn credential_helper_refused_bounded_and_validated() {
         );
         let client = client.clone();
         let img = img.clone();
-        async move {
-            client
-                .list_tags(&img, &access, LONG)
-                .await
-                .unwrap_err()
-                .to_string()
-        }
+        async move { list_err(&client, &img, &access).await }
     };
 
     // Not allowed (the default allows none): refused without running it.
@@ -1280,9 +1252,7 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
         Some("log-session-token"),
     )
     .await;
-    let reg = TokenRegistry::default();
-    reg.allow("AWS", "ecr-1");
-    let registry = reg.start().await;
+    let (_, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1")]).await;
     let ctx = AuthContext::new(
         env(&[
             (
@@ -1304,9 +1274,7 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
 
     // A credential helper run too.
     let hdir = helpers_dir();
-    let hreg = TokenRegistry::default();
-    hreg.allow("helper-user", "helper-secret");
-    let hserver = hreg.start().await;
+    let (_, hserver) = TokenRegistry::allowing(&[("helper-user", "helper-secret")]).await;
     let host = hserver.address().to_string();
     let haccess = helper_access(
         serde_json::json!({"credHelpers": {host.clone(): "sim"}}),

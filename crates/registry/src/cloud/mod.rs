@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
 
+use crate::client::error_chain;
 use crate::keychain::Credential;
 use crate::reference::ImageRef;
 
@@ -510,11 +511,11 @@ impl Call<'_> {
                 .timeout(remaining)
                 .send()
                 .await
-                .map_err(|e| err(chain(&e)))?;
+                .map_err(|e| err(error_chain(&e)))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| err(chain(&e)))? {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| err(error_chain(&e)))? {
                 if body.len() + chunk.len() > MAX_RESPONSE {
                     return Err(err(format!("response larger than {MAX_RESPONSE} bytes")));
                 }
@@ -587,19 +588,6 @@ fn status_reason(status: StatusCode, body: &[u8]) -> String {
     } else {
         format!("{status}: {quoted}")
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// An endpoint URL from the environment in normal form (`http://host:port` gains its `/`), so that the
