@@ -12,8 +12,10 @@ use serde::Deserialize;
 use super::{Call, CloudError, CloudProvider, Issued, endpoint, json};
 use crate::keychain::Credential;
 
-/// Private ECR host pattern (reflector spec §1.7).
-pub(crate) const ECR_PATTERN: &str = r"([0-9+]*).dkr[.-]ecr(?:-fips)?\.([^/.]*)\.(amazonaws\.com[.cn]*|amazonaws\.eu|sc2s\.sgov\.gov|c2s\.ic\.gov|cloud\.adc-e\.uk|csp\.hci\.ic\.gov|on\.aws)";
+/// Private ECR host pattern: reflector spec §1.7's, anchored and with a 12-digit account. Upstream's
+/// pattern also matches `<ecr host>.attacker.example`, which would hand the controller's ECR token to
+/// that host; a full match proves the host is ECR's.
+pub(crate) const ECR_PATTERN: &str = r"^([0-9]{12})\.dkr[.-]ecr(?:-fips)?\.([a-z0-9-]+)\.(amazonaws\.com(?:\.cn)?|amazonaws\.eu|sc2s\.sgov\.gov|c2s\.ic\.gov|cloud\.adc-e\.uk|csp\.hci\.ic\.gov|on\.aws)$";
 /// ECR Public's registry host.
 pub(crate) const PUBLIC_ECR_HOST: &str = "public.ecr.aws";
 /// ECR Public's only region.
@@ -514,11 +516,19 @@ mod tests {
                 fips: false
             }
         );
-        let h = parse_ecr_host("123.dkr.ecr-fips.us-gov-west-1.amazonaws.com").unwrap();
+        let h = parse_ecr_host("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com").unwrap();
         assert!(h.fips);
-        let h = parse_ecr_host("123.dkr.ecr.cn-north-1.amazonaws.com.cn").unwrap();
+        let h = parse_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn").unwrap();
         assert_eq!(h.domain, "amazonaws.com.cn");
+        assert!(parse_ecr_host("123456789012.dkr-ecr.eu-west-1.on.aws").is_some());
         assert!(parse_ecr_host("ghcr.io").is_none());
+        // Never a look-alike: the controller's ECR token would go to that host.
+        assert!(
+            parse_ecr_host("123456789012.dkr.ecr.us-east-1.amazonaws.com.attacker.example")
+                .is_none()
+        );
+        assert!(parse_ecr_host("x123456789012.dkr.ecr.us-east-1.amazonaws.com").is_none());
+        assert!(parse_ecr_host("123456789012.dkr.ecr.us-east-1.amazonaws.com.cn.cn").is_none());
         assert!(parse_ecr_host("127.0.0.1:5000").is_none());
         assert_eq!(cache_scope("public.ecr.aws").unwrap(), "public.ecr.aws");
         assert!(cache_scope("gcr.io").is_err());
