@@ -147,17 +147,6 @@ pub struct Keychain {
     store: Option<String>,
 }
 
-/// Where the credential for an image comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CredentialSource {
-    /// A `credHelpers` entry for the registry.
-    Helper(String),
-    /// The `credsStore`; when it has nothing, the `auths` entries apply.
-    Store(String),
-    /// The `auths` entries.
-    Auths,
-}
-
 impl fmt::Debug for Keychain {
     // Credentials are secret: print only the registry keys (and helper names, which are not secret).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,16 +219,13 @@ impl Keychain {
         self.entries.is_empty() && self.helpers.is_empty() && self.store.is_none()
     }
 
-    /// Where `image`'s credential comes from, in the Docker CLI's order: a `credHelpers` entry for its
-    /// registry, then `credsStore`, then `auths`.
-    pub(crate) fn source_for(&self, image: &ImageRef) -> CredentialSource {
-        if let Some(h) = self.helpers.get(image.registry()) {
-            return CredentialSource::Helper(h.clone());
-        }
-        match &self.store {
-            Some(s) => CredentialSource::Store(s.clone()),
-            None => CredentialSource::Auths,
-        }
+    /// The credential helper for `image`, in the Docker CLI's order: a `credHelpers` entry for its
+    /// registry, else `credsStore`. When the helper has nothing, the `auths` entries apply.
+    pub(crate) fn helper_for(&self, image: &ImageRef) -> Option<&str> {
+        self.helpers
+            .get(image.registry())
+            .or(self.store.as_ref())
+            .map(String::as_str)
     }
 
     /// The credential for `image`: the first entry of the first matching key; anonymous when none matches.
@@ -548,6 +534,23 @@ mod tests {
             data: BTreeMap::from([("password".to_string(), b"hunter2".to_vec())]),
         };
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn credential_helpers() {
+        let k = Keychain::from_docker_config_json(
+            "ns/s",
+            br#"{"credHelpers":{"https://index.docker.io/v1/":"hub","gcr.io":"gcloud","x.io":""},"credsStore":"store"}"#,
+        )
+        .unwrap();
+        let img = |s: &str| ImageRef::parse(s, false).unwrap();
+        assert_eq!(k.helper_for(&img("alpine")), Some("hub"));
+        assert_eq!(k.helper_for(&img("gcr.io/p/app")), Some("gcloud"));
+        // An empty helper name is ignored; other registries go to the store.
+        assert_eq!(k.helper_for(&img("x.io/app")), Some("store"));
+        assert!(!k.is_empty());
+        let k = Keychain::from_docker_config_json("ns/s", br#"{"auths":{}}"#).unwrap();
+        assert_eq!(k.helper_for(&img("alpine")), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use url::Url;
 use std::time::Instant;
 
 use crate::cloud::{AuthContext, CloudError, CloudProvider, CredentialHelpers, ProviderAccess};
-use crate::keychain::{Credential, CredentialSource, Keychain, KeychainError, SecretData};
+use crate::keychain::{Credential, Keychain, KeychainError, SecretData};
 use crate::reference::ImageRef;
 
 /// `ca.crt` key of a TLS secret.
@@ -203,26 +203,19 @@ impl Access {
         if let Some(p) = &self.provider {
             return Ok(p.credential(image, http, deadline).await?);
         }
-        match self.keychain.source_for(image) {
-            CredentialSource::Helper(h) => {
-                match self.helpers.get(&h, image.registry(), deadline).await? {
-                    Some(c) => Ok(c),
-                    None => Err(CloudError::Helper {
-                        helper: h,
-                        registry: image.registry().to_string(),
-                        reason: "credentials not found".to_string(),
-                    }
-                    .into()),
-                }
+        if let Some(h) = self.keychain.helper_for(image) {
+            if let Some(c) = self.helpers.get(h, image.registry(), deadline).await? {
+                return Ok(c);
             }
-            CredentialSource::Store(h) => {
-                match self.helpers.get(&h, image.registry(), deadline).await? {
-                    Some(c) => Ok(c),
-                    None => Ok(self.keychain.resolve(image)?),
-                }
-            }
-            CredentialSource::Auths => Ok(self.keychain.resolve(image)?),
+            // As the Docker CLI: a helper without credentials for the registry means the `auths`
+            // entries (usually none: anonymous) apply.
+            tracing::debug!(
+                helper = h,
+                registry = image.registry(),
+                "credential helper has no credentials for the registry"
+            );
         }
+        Ok(self.keychain.resolve(image)?)
     }
 }
 

@@ -1168,9 +1168,10 @@ async fn credential_helper_refused_bounded_and_validated() {
     // Missing program.
     let msg = run("absent", &["absent"], LONG).await;
     assert!(msg.contains("cannot run docker-credential-absent"), "{msg}");
-    // credHelpers entry without credentials.
+    // A helper without credentials for the registry: anonymous, as the Docker CLI, which this
+    // registry refuses.
     let msg = run("empty", &["empty"], LONG).await;
-    assert!(msg.ends_with("credentials not found"), "{msg}");
+    assert!(msg.ends_with("UNAUTHORIZED: authentication required"), "{msg}");
 }
 
 #[tokio::test]
