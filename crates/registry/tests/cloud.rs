@@ -1171,7 +1171,10 @@ async fn credential_helper_refused_bounded_and_validated() {
     // A helper without credentials for the registry: anonymous, as the Docker CLI, which this
     // registry refuses.
     let msg = run("empty", &["empty"], LONG).await;
-    assert!(msg.ends_with("UNAUTHORIZED: authentication required"), "{msg}");
+    assert!(
+        msg.ends_with("UNAUTHORIZED: authentication required"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
