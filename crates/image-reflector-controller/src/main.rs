@@ -3,9 +3,10 @@
 //!
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
+mod cluster;
 mod controller;
+mod policy;
 mod select;
-mod spec_checks;
 
 use std::process::ExitCode;
 
