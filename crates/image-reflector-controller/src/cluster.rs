@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::{ImagePolicy, ImageRepository};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use registry::{AccessSpec, SecretData, SecretSource, SourceError, resolve_access};
+use registry::{AccessSpec, resolve_access};
 use runtime::events::{EventRecorder, EventType};
 
 use crate::policy::Cluster;
+use crate::repository::ApiSecrets;
 
 /// How long a reconcile waits for the ImageRepository cache to fill after a start.
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
@@ -27,51 +28,6 @@ pub struct KubeCluster {
     pub registry: registry::Client,
     /// Event recorder.
     pub recorder: Arc<EventRecorder>,
-}
-
-/// Secrets and service accounts read from the API server for [`resolve_access`].
-pub struct KubeSecrets {
-    /// API client.
-    pub client: kube::Client,
-}
-
-impl SecretSource for KubeSecrets {
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<SecretData>, SourceError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
-            .get_opt(name)
-            .await
-            .map_err(|e| SourceError(e.to_string()))?;
-        Ok(secret.map(|s| SecretData {
-            name: format!("{namespace}/{name}"),
-            secret_type: s.type_.unwrap_or_default(),
-            data: s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect(),
-        }))
-    }
-
-    async fn service_account_pull_secrets(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Vec<String>>, SourceError> {
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-        let sa = api
-            .get_opt(name)
-            .await
-            .map_err(|e| SourceError(e.to_string()))?;
-        Ok(sa.map(|sa| {
-            sa.image_pull_secrets
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| r.name)
-                .collect()
-        }))
-    }
 }
 
 /// The secrets an ImageRepository references, for [`resolve_access`].
@@ -116,9 +72,7 @@ impl Cluster for KubeCluster {
         image: &registry::ImageRef,
         tag: &str,
     ) -> Result<String, String> {
-        let secrets = KubeSecrets {
-            client: self.client.clone(),
-        };
+        let secrets = ApiSecrets::new(self.client.clone());
         let access = resolve_access(&access_spec(repo), &secrets)
             .await
             .map_err(|e| format!("failed to configure authentication options: {e}"))?;

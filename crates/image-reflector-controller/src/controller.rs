@@ -14,34 +14,74 @@ use kube::{Api, ResourceExt};
 use runtime::app::Started;
 use runtime::features::OBJECT_LEVEL_WORKLOAD_IDENTITY;
 use runtime::flags::ReflectorFlags;
+use store::{DEFAULT_COMPRESSION_THRESHOLD, TagStore};
 
 use crate::cluster::KubeCluster;
 use crate::policy::{PolicyOptions, PolicyReconciler};
-use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
+use crate::registry_metrics::RegistryMetrics;
+use crate::repository::Repositories;
+use runtime::reconcile::{self, ControllerSpec, scoped_api, watcher_config};
 
 /// Controller name: events' reporting controller, field manager, lease prefix.
 pub const CONTROLLER_NAME: &str = "image-reflector-controller";
+
+/// What both reconcilers share in one process: the tag store (written by ImageRepository scans,
+/// read by ImagePolicies, which trust it only at the repository's `lastScanResult.revision`) and
+/// the registry client (per-registry limits, token cache, request metrics).
+#[derive(Clone)]
+pub struct Shared {
+    /// The tag store under `--storage-path`.
+    pub store: Arc<TagStore>,
+    /// The registry client.
+    pub registry: registry::Client,
+}
+
+impl Shared {
+    /// Opens the store under `--storage-path` and builds the registry client (listing `page_size`
+    /// tags per request) reporting to `metrics`.
+    pub fn new(
+        flags: &ReflectorFlags,
+        metrics: &runtime::metrics::Metrics,
+        page_size: u32,
+    ) -> anyhow::Result<Self> {
+        let threshold = u64::try_from(flags.storage_compression_threshold)
+            .ok()
+            .filter(|kib| *kib > 0)
+            .map_or(DEFAULT_COMPRESSION_THRESHOLD, |kib| {
+                kib.saturating_mul(1024)
+            });
+        let store = TagStore::open(&flags.storage_path, threshold).with_context(|| {
+            format!(
+                "opening the tag store at --storage-path={}",
+                flags.storage_path.display()
+            )
+        })?;
+        let registry = registry::Client::with_observer(
+            registry::ClientConfig {
+                page_size,
+                ..registry::ClientConfig::default()
+            },
+            RegistryMetrics::registered(metrics),
+        )
+        .context("building the registry client")?;
+        Ok(Self {
+            store: Arc::new(store),
+            registry,
+        })
+    }
+}
 
 /// Runs both controllers until `started.shutdown` fires (once per leadership term).
 pub async fn controllers(
     started: Started,
     flags: Arc<ReflectorFlags>,
     namespace: Option<String>,
+    page_size: u32,
 ) -> anyhow::Result<()> {
     let (ctx, shutdown) = (started.ctx, started.shutdown);
+    let gates = flags.validate().context("feature gates")?;
+    let shared = Shared::new(&flags, &ctx.metrics, page_size)?;
     let client = ctx.client.clone();
-    let gates = flags.validate().context("validating the flags")?;
-    let store = store::TagStore::open(
-        &flags.storage_path,
-        u64::try_from(flags.storage_compression_threshold)
-            .unwrap_or(1)
-            .max(1)
-            * 1024,
-    )
-    .with_context(|| format!("opening the tag store at {}", flags.storage_path.display()))?;
-    let registry =
-        registry::Client::new(registry::ClientConfig::default()).context("registry client")?;
-
     let wc = watcher_config(&flags.common.watch_label_selector);
     let ns = namespace.as_deref();
     let repos = ControllerSpec::<ImageRepository>::new(
@@ -62,24 +102,36 @@ pub async fn controllers(
         wc,
         policy_store,
     ));
-    let cluster = KubeCluster {
-        client,
-        repositories: repos.store(),
-        registry,
-        recorder: ctx.recorder.clone(),
-    };
-    let reconciler = PolicyReconciler::new(
-        cluster,
-        store,
+    let policy_reconciler = PolicyReconciler::new(
+        KubeCluster {
+            client: client.clone(),
+            repositories: repos.store(),
+            registry: shared.registry.clone(),
+            recorder: ctx.recorder.clone(),
+        },
+        shared.store.clone(),
         PolicyOptions {
             no_cross_namespace_refs: flags.common.no_cross_namespace_refs,
             requeue_dependency: flags.requeue_dependency,
             object_level_workload_identity: gates.enabled(OBJECT_LEVEL_WORKLOAD_IDENTITY),
         },
     );
+    let repository_reconciler = Repositories::new(
+        client,
+        ctx.recorder.clone(),
+        shared.registry.clone(),
+        shared.store.clone(),
+        &ctx.manager,
+        gates.enabled(OBJECT_LEVEL_WORKLOAD_IDENTITY),
+    );
     tokio::join!(
-        reconcile::run(repos, ctx.clone(), Arc::new(PlumbingOnly), shutdown.clone()),
-        reconcile::run(policies, ctx, Arc::new(reconciler), shutdown),
+        reconcile::run(
+            repos,
+            ctx.clone(),
+            Arc::new(repository_reconciler),
+            shutdown.clone()
+        ),
+        reconcile::run(policies, ctx, Arc::new(policy_reconciler), shutdown),
     );
     Ok(())
 }

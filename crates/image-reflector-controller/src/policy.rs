@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::duration::format_go_duration;
@@ -24,14 +25,15 @@ use api::meta::{
 };
 use api::refs::ImageRef;
 use api::{ImagePolicy, ImagePolicyStatus, ImageRepository};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use runtime::conditions::{
-    self, Conditions, FinalizeError, ReconcileResult, ResultFinalizer, progressive_status,
+    Conditions, FinalizeError, ReconcileResult, ResultFinalizer, progressive_status,
 };
 use runtime::events::EventType;
 use runtime::reconcile::{Reconciler, reconcile_request};
 use store::{RepoKey, TagStore, Verified};
+
+use crate::repository::notify_event;
 
 /// Reason for errors that have no specific reason (`metav1.StatusFailure`).
 const FAILURE_REASON: &str = api::image_policy::FAILURE_REASON;
@@ -93,13 +95,13 @@ pub struct PolicyFailure(pub String);
 /// The ImagePolicy reconciler.
 pub struct PolicyReconciler<C> {
     cluster: C,
-    store: TagStore,
+    store: Arc<TagStore>,
     options: PolicyOptions,
 }
 
 impl<C: Cluster> PolicyReconciler<C> {
     /// A reconciler reading tags from `store`.
-    pub fn new(cluster: C, store: TagStore, options: PolicyOptions) -> Self {
+    pub fn new(cluster: C, store: Arc<TagStore>, options: PolicyOptions) -> Self {
         Self {
             cluster,
             store,
@@ -169,35 +171,6 @@ pub fn ready_message(status: &ImagePolicyStatus) -> String {
     msg
 }
 
-/// The event Flux's `notify` emits after a reconcile, from the old and new conditions:
-/// `(type, reason, message)`; `trace_message` is the Ready message of a no-op pass.
-pub fn notification(
-    old: &[Condition],
-    new: &[Condition],
-    trace_message: &str,
-) -> Option<(EventType, String, String)> {
-    let ready = conditions::get(new, READY)?;
-    let (was_ready, is_ready) = (conditions::is_ready(old), conditions::is_ready(new));
-    let changed = conditions::message(old, READY) != ready.message;
-    // Newly ready, or ready with a new message (e.g. a new latest image).
-    let (type_, reason, message) = if is_ready && (!was_ready || changed) {
-        (
-            EventType::Normal,
-            ready.reason.as_str(),
-            ready.message.as_str(),
-        )
-    } else if !is_ready {
-        (
-            EventType::Warning,
-            ready.reason.as_str(),
-            ready.message.as_str(),
-        )
-    } else {
-        (EventType::Trace, api::meta::SUCCEEDED_REASON, trace_message)
-    };
-    Some((type_, reason.to_string(), message.to_string()))
-}
-
 impl<C: Cluster> Reconciler<ImagePolicy> for PolicyReconciler<C> {
     type Error = FinalizeError<PolicyFailure>;
 
@@ -221,13 +194,12 @@ impl<C: Cluster> Reconciler<ImagePolicy> for PolicyReconciler<C> {
         );
         c.mark_retrying();
 
-        if let Some((type_, reason, message)) = notification(
+        let (type_, reason, message) = notify_event(
             old.as_deref().unwrap_or_default(),
             &status.conditions,
             &outcome.ready_message,
-        ) {
-            self.cluster.event(obj, type_, &reason, &message).await;
-        }
+        );
+        self.cluster.event(obj, type_, &reason, &message).await;
         finalized.map(|()| outcome.result)
     }
 

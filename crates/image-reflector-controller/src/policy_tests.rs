@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use api::meta::{RECONCILING, STALLED, SUCCEEDED_REASON};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use runtime::conditions;
 
 const CASES: &str = include_str!("../tests/data/policy-cases.json");
 const REQUEUE_DEPENDENCY: Duration = Duration::from_secs(30);
@@ -81,7 +83,7 @@ fn env(options: PolicyOptions) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = TagStore::open(dir.path(), store::DEFAULT_COMPRESSION_THRESHOLD).unwrap();
     let fake = Arc::new(Fake::default());
-    let rec = PolicyReconciler::new(fake.clone(), store.clone(), options);
+    let rec = PolicyReconciler::new(fake.clone(), Arc::new(store.clone()), options);
     Env {
         fake,
         store,
@@ -511,37 +513,6 @@ fn ready_message_cases() {
     }
 }
 
-#[test]
-fn notify_cases() {
-    for c in cases("controller.notify") {
-        let as_list = |v: &Value| -> Vec<Condition> {
-            if v.is_null() {
-                return Vec::new();
-            }
-            let mut v = v.clone();
-            v["lastTransitionTime"] = json!("2026-01-01T00:00:00Z");
-            vec![serde_json::from_value(v).unwrap()]
-        };
-        let (t, reason, msg) = notification(
-            &as_list(&c["oldReady"]),
-            &as_list(&c["newReady"]),
-            c["nextScanMsg"].as_str().unwrap(),
-        )
-        .unwrap();
-        let t = match t {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-            EventType::Trace => "Trace",
-        };
-        assert_eq!(
-            format!("{t} {reason} {msg}"),
-            c["expected"]["event"],
-            "{}",
-            name(&c)
-        );
-    }
-}
-
 #[tokio::test]
 async fn digest_reflection_cases() {
     for c in cases("controller.ImagePolicy.digestReflection") {
@@ -953,11 +924,12 @@ fn every_suite_is_accounted_for() {
         "controller.ImagePolicy.crossNamespaceRefsDisallowed",
         "controller.ImagePolicy.getImageRepository",
         "controller.composeImagePolicyReadyMessage",
-        "controller.notify",
         "controller.ImagePolicy.digestReflection",
         "controller.ImagePolicy.status",
     ];
     let elsewhere = [
+        // `notify_event` is shared with the ImageRepository reconciler and run there.
+        "controller.notify",
         // The runtime's plumbing: a status patch of an object being deleted is not an error.
         "controller.ImagePolicy.deleteBeforeFinalizer",
         // Go context cancellation; the registry client bounds each lookup by the repository's timeout.
