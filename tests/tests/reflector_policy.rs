@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
-    KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, create_namespace, eventually,
-    kubectl_with_input, testenv_var, unique_name,
+    KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, controller_binary, create_namespace,
+    eventually, kubectl_with_input, testenv_var, unique_name,
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -30,21 +30,6 @@ fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(rel)
-}
-
-fn binary() -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path = dir.join(REFLECTOR);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
 }
 
 /// One test's controller and label.
@@ -67,7 +52,8 @@ impl Shard {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Process::start(&binary()?, &args).context("starting the controller")?;
+        let p = Process::start(&controller_binary(REFLECTOR)?, &args)
+            .context("starting the controller")?;
         p.wait_for(&p.health, "/readyz", 200)
             .map_err(anyhow::Error::msg)?;
         Ok(Self {

@@ -197,6 +197,11 @@ fn policy(ns: &str, repo_ref: Value, choice: &Value, filter: Option<&Value>) -> 
     .unwrap()
 }
 
+/// A policy in `default` on repository `repo`, without a filter.
+fn repo_policy(choice: Value) -> ImagePolicy {
+    policy("default", json!({"name": "repo"}), &choice, None)
+}
+
 fn conds(p: &ImagePolicy) -> &[Condition] {
     &p.status.as_ref().unwrap().conditions
 }
@@ -681,12 +686,7 @@ async fn tags_of_another_revision_are_never_used() {
     let e = env(options());
     e.add_repo("default", "repo", IMAGE, json!({}));
     e.scan("default", "repo", &["1.0.0", "1.0.1"]);
-    let mut p = policy(
-        "default",
-        json!({"name": "repo"}),
-        &json!({"semver": {"range": "1.0.x"}}),
-        None,
-    );
+    let mut p = repo_policy(json!({"semver": {"range": "1.0.x"}}));
     e.reconcile(&mut p).await.unwrap();
     assert_eq!(latest(&p).unwrap().tag, "1.0.1");
 
@@ -814,12 +814,7 @@ async fn digest_errors_fail_the_pass_and_keep_the_previous_ref() {
     let e = env(options());
     e.add_repo("default", "repo", IMAGE, json!({}));
     e.scan("default", "repo", &["1.0.0"]);
-    let mut p = policy(
-        "default",
-        json!({"name": "repo"}),
-        &json!({"semver": {"range": "1.x"}}),
-        None,
-    );
+    let mut p = repo_policy(json!({"semver": {"range": "1.x"}}));
     p.spec.digest_reflection_policy = Some(ReflectionPolicy::IfNotPresent);
     e.fake.pass.store(1, Ordering::SeqCst);
     e.reconcile(&mut p).await.unwrap();
@@ -848,12 +843,7 @@ async fn events_and_v1beta1_fields_follow_the_latest_image() {
     let e = env(options());
     e.add_repo("default", "repo", IMAGE, json!({}));
     e.scan("default", "repo", &["5.0.0", "5.0.1"]);
-    let mut p = policy(
-        "default",
-        json!({"name": "repo"}),
-        &json!({"semver": {"range": "5.0.x"}}),
-        None,
-    );
+    let mut p = repo_policy(json!({"semver": {"range": "5.0.x"}}));
     e.reconcile(&mut p).await.unwrap();
     let first = format!("Latest image tag for {IMAGE} resolved to 5.0.1");
     assert_eq!(e.events(), vec![format!("Normal Succeeded {first}")]);
