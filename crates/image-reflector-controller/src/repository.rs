@@ -175,7 +175,7 @@ pub fn notify_event(
         (c.reason.clone(), c.message.clone())
     });
     let (was, is) = (conditions::is_ready(old), conditions::is_ready(new));
-    if (was && is && conditions::message(old, READY) != message) || (!was && is) {
+    if is && (!was || conditions::message(old, READY) != message) {
         (EventType::Normal, reason, message)
     } else if !is {
         (EventType::Warning, reason, message)
