@@ -560,9 +560,18 @@ async fn a_restart_keeps_the_stored_tags_and_rescans_a_missing_or_wrong_entry() 
     let (exit, _) = p.terminate().map_err(anyhow::Error::msg)?;
     ensure!(exit.success());
 
-    // Same store: served as is, no scan.
+    // Same store: served as is, no scan; the entry of an object that no longer exists is collected.
+    let ghost = stored_tags_path(shard.storage.path(), &shard.ns, "ghost");
+    std::fs::create_dir_all(ghost.parent().context("ghost dir")?)?;
+    std::fs::write(&ghost, "1\n")?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let p = shard.start(&[])?;
+    eventually("the ghost entry collected", || async {
+        ensure!(!ghost.exists(), "still there");
+        Ok(())
+    })
+    .await
+    .with_context(|| p.logs())?;
     eventually("the restarted controller reconciled", || async {
         let logs = p.logs();
         ensure!(
