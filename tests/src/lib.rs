@@ -165,6 +165,24 @@ pub fn kubectl_with_input(
     Ok(KubectlOutput { stdout, stderr })
 }
 
+/// A binary of this workspace built next to the running test (target/<profile>/), e.g. a controller
+/// that `cargo test --workspace` built.
+pub fn workspace_binary(name: &str) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target dir")?;
+    let path: PathBuf = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` (make test does)",
+            path.display()
+        );
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,21 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REFLECTOR: &str = "image-reflector-controller";
 
-fn binary() -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path: PathBuf = dir.join(REFLECTOR);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
-}
-
 /// One test's shard: label selector, namespace, controller storage.
 struct Shard {
     label: (String, String),
@@ -79,7 +64,8 @@ impl Shard {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Process::start(&binary()?, &args).context("starting the controller")?;
+        let p = Process::start(&e2e::workspace_binary(REFLECTOR)?, &args)
+            .context("starting the controller")?;
         p.wait_for(&p.health, "/readyz", 200)
             .map_err(anyhow::Error::msg)?;
         Ok(p)
