@@ -13,9 +13,9 @@ use e2e::{
     KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, create_namespace, eventually,
     kubectl_with_input, testenv_var, unique_name, workspace_binary,
 };
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::Api;
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use runtime::test_support::Process;
 use serde_json::{Value, json};
@@ -191,8 +191,10 @@ async fn guide_image_scanning_flow_as_written_and_as_v1() -> Result<()> {
     )
     .await?;
     let admin = admin_client().await?;
+    let mut last_ns = None;
     for version in [None, Some("v1")] {
         let ns = create_namespace(&admin, "pol-guide").await?;
+        last_ns = Some(ns.clone());
         for file in ["podinfo-registry.yaml", "podinfo-policy.yaml"] {
             let manifest = guide_manifest(file, &ns, &shard.label, &image, version)?;
             kubectl_with_input(KUBECONFIG_ADMIN, &["apply", "-f", "-"], Some(&manifest))
@@ -216,6 +218,26 @@ async fn guide_image_scanning_flow_as_written_and_as_v1() -> Result<()> {
             pol["latestRef"]
         );
         ensure!(pol["observedGeneration"] == 1, "{pol}");
+        // The resolution is announced as a Normal event from the controller.
+        let events = Api::<Event>::namespaced(admin.clone(), &ns);
+        eventually("the ImagePolicy's Succeeded event", || async {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.kind=ImagePolicy"))
+                .await?;
+            let found = list.items.iter().any(|e| {
+                e.type_.as_deref() == Some("Normal")
+                    && e.reason.as_deref() == Some("Succeeded")
+                    && e.message.as_deref() == Some(msg.as_str())
+                    && e.source.as_ref().and_then(|s| s.component.as_deref()) == Some(REFLECTOR)
+            });
+            ensure!(
+                found,
+                "no such event among {:?}",
+                list.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+            );
+            Ok(())
+        })
+        .await?;
         let beta = api_version("ImagePolicy", &ns, "v1beta1")
             .await?
             .get("podinfo")
@@ -226,6 +248,35 @@ async fn guide_image_scanning_flow_as_written_and_as_v1() -> Result<()> {
             beta.data["status"]
         );
     }
+
+    // A new tag in range: a rescan moves the policy (and its v1beta1 fields) forward.
+    push(&format!("{}/podinfo", shard.label), &["5.0.4"]).await?;
+    let ns = last_ns.context("no namespace")?;
+    patch(
+        "ImageRepository",
+        &ns,
+        "podinfo",
+        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "t1"}}}),
+    )
+    .await?;
+    let want = format!("Latest image tag for {image} resolved to 5.0.4 (previously {image}:5.0.3)");
+    eventually("the policy at 5.0.4", || async {
+        let st = status("ImagePolicy", &ns, "podinfo").await?;
+        let (_, _, msg) = condition(&st, "Ready");
+        ensure!(msg == want, "{msg}");
+        ensure!(st["observedPreviousRef"]["tag"] == "5.0.3", "{st}");
+        let beta = api_version("ImagePolicy", &ns, "v1beta1")
+            .await?
+            .get("podinfo")
+            .await?;
+        ensure!(
+            beta.data["status"]["observedPreviousImage"] == format!("{image}:5.0.3"),
+            "{}",
+            beta.data["status"]
+        );
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 
