@@ -934,3 +934,47 @@ fn every_suite_is_accounted_for() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Whatever the user writes and the registry returns, a pass ends in a known condition, never a
+    /// panic: Ready, or Ready=False with one of the spec's reasons and a non-empty message.
+    #[test]
+    fn any_spec_and_tags_end_in_a_known_condition(
+        kind in 0u8..3,
+        range in "[ 0-9xX*^~<>=!|,.v-]{0,12}",
+        pattern in proptest::option::of("[a-z0-9.*+?()\\[\\]^$|\\\\-]{0,10}"),
+        extract in "[$a-z0-9{}]{0,6}",
+        tags in proptest::collection::vec("[a-zA-Z0-9._-]{1,12}", 0..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let e = env(options());
+            e.add_repo("default", "repo", IMAGE, json!({}));
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            e.scan("default", "repo", &tags);
+            let choice = match kind {
+                0 => json!({"semver": {"range": range}}),
+                1 => json!({"alphabetical": {"order": "desc"}}),
+                _ => json!({"numerical": {}}),
+            };
+            let filter = pattern.map(|p| json!({"pattern": p, "extract": extract}));
+            let mut p = policy("default", json!({"name": "repo"}), &choice, filter.as_ref());
+            let res = e.reconcile(&mut p).await;
+            let cs = conds(&p);
+            if conditions::is_ready(cs) {
+                assert!(res.is_ok());
+                assert!(tags.contains(&latest(&p).unwrap().tag.as_str()));
+            } else {
+                let reason = conditions::reason(cs, READY);
+                assert!(
+                    [INVALID_POLICY_REASON, FAILURE_REASON, DEPENDENCY_NOT_READY_REASON].contains(&reason),
+                    "{cs:?}"
+                );
+                assert!(!conditions::message(cs, READY).is_empty());
+                assert!(latest(&p).is_none());
+            }
+        });
+    }
+}
