@@ -183,6 +183,16 @@ pub fn workspace_binary(name: &str) -> Result<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
+/// `(status, reason, message)` of condition `type_` in an object's `status` JSON (empty strings when absent).
+pub fn condition(status: &serde_json::Value, type_: &str) -> (String, String, String) {
+    let c = status
+        .get("conditions")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+    let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or_default().to_owned();
+    (s("status"), s("reason"), s("message"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

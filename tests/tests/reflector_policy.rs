@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
-    KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, create_namespace, eventually,
+    KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, condition, create_namespace, eventually,
     kubectl_with_input, testenv_var, unique_name, workspace_binary,
 };
 use k8s_openapi::api::core::v1::{Event, Namespace};
@@ -35,6 +35,8 @@ fn repo_path(rel: &str) -> PathBuf {
 /// One test's controller and label.
 struct Shard {
     label: String,
+    /// A namespace of the test's own.
+    ns: String,
     _storage: tempfile::TempDir,
     _controller: Process,
 }
@@ -56,8 +58,10 @@ impl Shard {
             .context("starting the controller")?;
         p.wait_for(&p.health, "/readyz", 200)
             .map_err(anyhow::Error::msg)?;
+        let ns = create_namespace(&admin_client().await?, prefix).await?;
         Ok(Self {
             label,
+            ns,
             _storage: storage,
             _controller: p,
         })
@@ -112,15 +116,6 @@ async fn patch(kind: &str, ns: &str, name: &str, patch: Value) -> Result<()> {
         .await
         .with_context(|| format!("patching {kind} {ns}/{name}"))?;
     Ok(())
-}
-
-fn condition(status: &Value, type_: &str) -> (String, String, String) {
-    let c = status
-        .get("conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
-    let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or_default().to_owned();
-    (s("status"), s("reason"), s("message"))
 }
 
 /// Waits until `kind` `ns/name` has Ready=`want` with `reason`; returns its status.
@@ -286,10 +281,7 @@ async fn guide_image_scanning_flow_as_written_and_as_v1() -> Result<()> {
 async fn cross_namespace_acl_denies_then_allows() -> Result<()> {
     let shard = Shard::start("pol-acl", &[]).await?;
     let admin = admin_client().await?;
-    let (repo_ns, pol_ns) = (
-        create_namespace(&admin, "pol-acl-repo").await?,
-        create_namespace(&admin, "pol-acl-pol").await?,
-    );
+    let (repo_ns, pol_ns) = (shard.ns.clone(), create_namespace(&admin, "pol-acl").await?);
     let (image, _) = push(
         &format!("{}/app", shard.label),
         &["1.0.0", "1.0.1", "2.0.0"],
@@ -356,8 +348,7 @@ async fn cross_namespace_acl_denies_then_allows() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn digest_reflection_always_reports_manifest_and_index_digests() -> Result<()> {
     let shard = Shard::start("pol-digest", &[]).await?;
-    let admin = admin_client().await?;
-    let ns = create_namespace(&admin, "pol-digest").await?;
+    let ns = shard.ns.clone();
     let repo = format!("{}/app", shard.label);
     let (image, digests) = push(&repo, &["1.0.0", "1.1.0"]).await?;
     let ep = env().registry(RegistryVariant::Anonymous)?;
@@ -416,8 +407,7 @@ async fn digest_reflection_always_reports_manifest_and_index_digests() -> Result
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_waits_for_its_repository_then_resolves() -> Result<()> {
     let shard = Shard::start("pol-dep", &["--requeue-dependency=1h"]).await?;
-    let admin = admin_client().await?;
-    let ns = create_namespace(&admin, "pol-dep").await?;
+    let ns = shard.ns.clone();
     let repo = format!("{}/app", shard.label);
     let ep = env().registry(RegistryVariant::Anonymous)?;
     let image = format!("{}/{repo}", ep.host);
@@ -476,8 +466,7 @@ async fn policy_waits_for_its_repository_then_resolves() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_policies_get_clear_conditions() -> Result<()> {
     let shard = Shard::start("pol-bad", &[]).await?;
-    let admin = admin_client().await?;
-    let ns = create_namespace(&admin, "pol-bad").await?;
+    let ns = shard.ns.clone();
     let (image, _) = push(&format!("{}/app", shard.label), &["1", "2", "latest"]).await?;
     shard
         .create(

@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine as _;
 use e2e::{
-    KUBECONFIG_REFLECTOR, admin_client, create_namespace, eventually, testenv_var, unique_name,
+    KUBECONFIG_REFLECTOR, admin_client, condition, create_namespace, eventually, testenv_var,
+    unique_name,
 };
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
@@ -140,15 +141,6 @@ impl Shard {
             .context("creating a secret")?;
         Ok(())
     }
-}
-
-fn condition(status: &Value, type_: &str) -> (String, String, String) {
-    let c = status
-        .get("conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
-    let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or_default().to_owned();
-    (s("status"), s("reason"), s("message"))
 }
 
 fn latest_tags(status: &Value) -> Vec<String> {
