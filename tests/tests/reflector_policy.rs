@@ -109,6 +109,17 @@ async fn status(kind: &str, ns: &str, name: &str) -> Result<Value> {
     Ok(got.data.get("status").cloned().unwrap_or(Value::Null))
 }
 
+/// Sets `reconcile.fluxcd.io/requestedAt` to `token`, as `flux reconcile` does.
+async fn request_reconcile(kind: &str, ns: &str, name: &str, token: &str) -> Result<()> {
+    patch(
+        kind,
+        ns,
+        name,
+        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}}),
+    )
+    .await
+}
+
 async fn patch(kind: &str, ns: &str, name: &str, patch: Value) -> Result<()> {
     api(kind, ns)
         .await?
@@ -247,13 +258,7 @@ async fn guide_image_scanning_flow_as_written_and_as_v1() -> Result<()> {
     // A new tag in range: a rescan moves the policy (and its v1beta1 fields) forward.
     push(&format!("{}/podinfo", shard.label), &["5.0.4"]).await?;
     let ns = last_ns.context("no namespace")?;
-    patch(
-        "ImageRepository",
-        &ns,
-        "podinfo",
-        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "t1"}}}),
-    )
-    .await?;
+    request_reconcile("ImageRepository", &ns, "podinfo", "t1").await?;
     let want = format!("Latest image tag for {image} resolved to 5.0.4 (previously {image}:5.0.3)");
     eventually("the policy at 5.0.4", || async {
         let st = status("ImagePolicy", &ns, "podinfo").await?;
@@ -321,6 +326,9 @@ async fn cross_namespace_acl_denies_then_allows() -> Result<()> {
         json!({"spec": {"accessFrom": {"namespaceSelectors": [{"matchLabels": {"tenant": "blue"}}]}}}),
     )
     .await?;
+    // ACL changes are not watched (as upstream): denied policies retry with backoff, and a reconcile
+    // request (`flux reconcile`) re-evaluates at once.
+    request_reconcile("ImagePolicy", &pol_ns, "app", "acl-1").await?;
     eventually("the mismatch message", || async {
         let (_, _, msg) = condition(&status("ImagePolicy", &pol_ns, "app").await?, "Ready");
         ensure!(
@@ -338,6 +346,7 @@ async fn cross_namespace_acl_denies_then_allows() -> Result<()> {
             &Patch::Merge(json!({"metadata": {"labels": {"tenant": "blue"}}})),
         )
         .await?;
+    request_reconcile("ImagePolicy", &pol_ns, "app", "acl-2").await?;
     let st = ready_is("ImagePolicy", &pol_ns, "app", "True", "Succeeded").await?;
     ensure!(st["latestRef"]["tag"] == "1.0.1", "{st}");
     Ok(())
@@ -449,13 +458,7 @@ async fn policy_waits_for_its_repository_then_resolves() -> Result<()> {
     // Tags arrive and a rescan records a new revision: the policy follows at once (the 1h requeue
     // rules out anything but the repository watch).
     push(&repo, &["a", "b"]).await?;
-    patch(
-        "ImageRepository",
-        &ns,
-        "app",
-        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "now"}}}),
-    )
-    .await?;
+    request_reconcile("ImageRepository", &ns, "app", "now").await?;
     let st = ready_is("ImagePolicy", &ns, "app", "True", "Succeeded").await?;
     ensure!(st["latestRef"]["tag"] == "b", "{st}");
     Ok(())
