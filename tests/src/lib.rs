@@ -165,6 +165,34 @@ pub fn kubectl_with_input(
     Ok(KubectlOutput { stdout, stderr })
 }
 
+/// The path of controller binary `name`, built next to the running test (target/<profile>/) by
+/// `cargo build --workspace --bins` (as `make test` does).
+pub fn controller_binary(name: &str) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` (make test does)",
+            path.display()
+        );
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// `(status, reason, message)` of condition `type_` in an object's `status` JSON (empty strings when absent).
+pub fn condition(status: &serde_json::Value, type_: &str) -> (String, String, String) {
+    let c = status
+        .get("conditions")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+    let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or_default().to_owned();
+    (s("status"), s("reason"), s("message"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

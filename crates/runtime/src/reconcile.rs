@@ -37,6 +37,7 @@ use api::meta::{FINALIZER, RECONCILE_REQUEST_ANNOTATION};
 use crate::conditions::{self, ReconcileResult};
 use crate::events::EventRecorder;
 use crate::metrics::{ControllerLabels, Metrics, ObjectLabels, Timer};
+use crate::schema::{MAX_LEARNED_PER_WRITE, UndeclaredFields};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 
@@ -193,6 +194,8 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Retry backoff.
     pub backoff: Backoff,
+    /// Status fields the server's CRDs do not declare, learned from rejected status writes.
+    pub undeclared: UndeclaredFields,
 }
 
 /// Errors of the plumbing around a reconciler.
@@ -297,12 +300,14 @@ pub async fn apply_status<K: FluxObject>(
 }
 
 /// Flux's deferred status handling: record the handled request, stamp `observedGeneration`
-/// when Ready or Stalled, and apply the status if it changed.
+/// when Ready or Stalled, and apply the status if it changed. Fields the server's CRD does not
+/// declare are dropped (see [`crate::schema`]).
 async fn finish_status<K: FluxObject>(
     api: &Api<K>,
     before: &Value,
     obj: &mut K,
     manager: &str,
+    undeclared: &UndeclaredFields,
 ) -> Result<(), kube::Error> {
     if let Some(v) = reconcile_request(obj).map(str::to_string) {
         obj.set_last_handled_reconcile_at(v);
@@ -312,17 +317,27 @@ async fn finish_status<K: FluxObject>(
         let g = obj.meta().generation.unwrap_or(0);
         obj.set_observed_generation(g);
     }
-    let after = obj.status_json();
-    if &after == before || after.is_null() {
-        return Ok(());
-    }
-    match apply_status(api, obj, &after, manager).await {
-        Ok(_) => Ok(()),
-        // The object is gone or going; nothing to record.
-        Err(kube::Error::Api(s)) if s.code == 404 && obj.meta().deletion_timestamp.is_some() => {
-            Ok(())
+    let kind = K::kind(&());
+    let mut after = obj.status_json();
+    let mut learned = 0;
+    loop {
+        undeclared.prune(&kind, &mut after);
+        if &after == before || after.is_null() {
+            return Ok(());
         }
-        Err(e) => Err(e),
+        match apply_status(api, obj, &after, manager).await {
+            Ok(_) => return Ok(()),
+            // The object is gone or going; nothing to record.
+            Err(kube::Error::Api(s))
+                if s.code == 404 && obj.meta().deletion_timestamp.is_some() =>
+            {
+                return Ok(());
+            }
+            Err(e) if learned < MAX_LEARNED_PER_WRITE && undeclared.learn(&kind, &e) => {
+                learned += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -393,7 +408,7 @@ where
             .await
             .map_err(Error::Reconcile)
     };
-    let patched = finish_status(&api, &before, &mut work, &ctx.manager)
+    let patched = finish_status(&api, &before, &mut work, &ctx.manager, &ctx.undeclared)
         .await
         .map_err(|e| patch_err("applying the status", obj.as_ref(), e));
     ctx.metrics.record_duration(&labels, timer.elapsed());

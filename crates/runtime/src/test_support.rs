@@ -44,11 +44,17 @@ pub fn unreachable_kubeconfig(dir: &Path) -> std::io::Result<std::path::PathBuf>
 impl Process {
     /// Starts `bin` with `args` plus `--metrics-addr`/`--health-addr` on free ports.
     pub fn start(bin: &str, args: &[&str]) -> std::io::Result<Self> {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// Same, with extra environment variables for the process.
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Self> {
         let health = format!("127.0.0.1:{}", free_port()?);
         let metrics = format!("127.0.0.1:{}", free_port()?);
         let log = tempfile::NamedTempFile::new()?;
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .arg(format!("--metrics-addr={metrics}"))
             .arg(format!("--health-addr={health}"))
             .stdout(Stdio::null())
