@@ -24,20 +24,9 @@ const REFLECTOR: &str = "image-reflector-controller";
 const AUTOMATION: &str = "image-automation-controller";
 const CONTROLLERS_NAMESPACE: &str = "flux-system";
 
-/// The controller binary built next to this test (target/<profile>/), by `cargo test --workspace`.
+/// The controller binary built next to this test.
 fn binary(name: &str) -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path: PathBuf = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
+    Ok(e2e::controller_binary(name)?.to_string_lossy().into_owned())
 }
 
 /// Start `controller` with its own identity, sharded by `selector`, with the given lease timings.
