@@ -296,7 +296,19 @@ head_is() {
   git --git-dir="$BARE" log -1 --format=%B main | grep -qF "$1"
 }
 
+policy_tag_is() {
+  [ "$("${KUBECTL[@]}" -n "$NS" get imagepolicy/podinfo -o 'jsonpath={.status.latestRef.tag}')" = "$1" ]
+}
+
+# annotate KIND/NAME: ask for an immediate reconcile, as a webhook Receiver does.
+annotate() {
+  "${KUBECTL[@]}" -n "$NS" annotate --overwrite "$1" "reconcile.fluxcd.io/requestedAt=$(date +%s.%N)" >/dev/null
+}
+
 say "Waiting for the scan, the policy and the automation to be Ready"
+wait_for "the ImagePolicy selecting 5.0.3" policy_tag_is 5.0.3
+# The automation may have run before the policy had a result; do not wait for its next interval.
+annotate imageupdateautomation/flux-system
 wait_for "Ready on all three objects" ready
 wait_for "the commit for 5.0.3" head_is "$IMAGE:5.0.3"
 "${KUBECTL[@]}" -n "$NS" get imagerepositories,imagepolicies,imageupdateautomations
@@ -307,11 +319,13 @@ git --no-pager --git-dir="$BARE" log -p -1 main
 # ---------------------------------------------------------------------------------------------------------
 # 5. A new release.
 
-say "Pushing podinfo 5.0.4 and asking for a reconcile, as a registry webhook would"
+say "Pushing podinfo 5.0.4 and asking for a scan, as a registry webhook would (examples/webhook-trigger)"
 push_tag 5.0.4
-examples/webhook-trigger/trigger.sh "$NS" podinfo flux-system | sed 's/^/    /'
-wait_for "the commit for 5.0.4" head_is "$IMAGE:5.0.4"
+examples/webhook-trigger/trigger.sh "$NS" podinfo | sed 's/^/    /'
+wait_for "the ImagePolicy selecting 5.0.4" policy_tag_is 5.0.4
 "${KUBECTL[@]}" -n "$NS" get imagepolicies
+annotate imageupdateautomation/flux-system
+wait_for "the commit for 5.0.4" head_is "$IMAGE:5.0.4"
 
 say "The next commit (git log -p -1)"
 git --no-pager --git-dir="$BARE" log -p -1 main
