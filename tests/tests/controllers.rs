@@ -6,7 +6,6 @@
 //! Every test shards with its own `--watch-label-selector`, which gives it its own Lease and objects, so
 //! the tests run in parallel without seeing each other. Waits are liveness bounds only.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};

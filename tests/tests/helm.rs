@@ -268,7 +268,14 @@ fn values_set_flags_image_env_resources_and_leader_election() -> Result<()> {
         container["args"]
     );
     ensure!(container["env"][1] == json!({"name": "HTTPS_PROXY", "value": "http://proxy:3128"}));
-    ensure!(container["resources"] == json!({"limits": {"memory": "128Mi"}}));
+    // Values merge into the defaults as in Helm: the other limits and the requests stay.
+    ensure!(
+        container["resources"]
+            == json!({"limits": {"cpu": "1000m", "memory": "128Mi"},
+                      "requests": {"cpu": "100m", "memory": "64Mi"}}),
+        "resources: {}",
+        container["resources"]
+    );
     let automation = &find(&docs, "Deployment", "image-automation-controller")?["spec"];
     ensure!(
         automation["template"]["spec"]["containers"][0]["image"]
