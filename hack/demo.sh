@@ -176,8 +176,13 @@ push_tag() {
   local blob digest size
   for blob in "$layer" "$config"; do
     digest=sha256:$(sha256sum "$blob" | cut -d' ' -f1)
-    curl -fsS -o /dev/null -X POST --data-binary "@$blob" -H 'Content-Type: application/octet-stream' \
-      "$base/blobs/uploads/?digest=$digest" || fail "uploading $blob to $REGISTRY"
+    # Distribution wants the upload started (POST), then the blob PUT to the session's Location.
+    local location
+    location=$(curl -fsS -o /dev/null -D - -X POST "$base/blobs/uploads/" | tr -d '\r' |
+      sed -n 's/^[Ll]ocation: //p') || fail "starting an upload to $REGISTRY"
+    case $location in *\?*) location+="&" ;; *) location+="?" ;; esac
+    curl -fsS -o /dev/null -X PUT --data-binary "@$blob" -H 'Content-Type: application/octet-stream' \
+      "${location}digest=$digest" || fail "uploading $blob to $REGISTRY"
   done
   size=$(stat -c %s "$config")
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":1024}]}' \
