@@ -42,7 +42,10 @@ fn the_short_demo_shows_status_and_both_commits() -> Result<()> {
         "podinfo:5.0.4 # {\"$imagepolicy\":",
         "Demo complete",
     ] {
-        ensure!(stdout.contains(want), "the demo output lacks {want:?}:\n{stdout}");
+        ensure!(
+            stdout.contains(want),
+            "the demo output lacks {want:?}:\n{stdout}"
+        );
     }
     Ok(())
 }

@@ -196,7 +196,8 @@ fn the_gcr_json_key_secret_authenticates_the_image_repository() -> Result<()> {
     let config = secret["stringData"][".dockerconfigjson"]
         .as_str()
         .context("stringData..dockerconfigjson")?;
-    let keychain = registry::Keychain::from_docker_config_json("gcr-credentials", config.as_bytes())?;
+    let keychain =
+        registry::Keychain::from_docker_config_json("gcr-credentials", config.as_bytes())?;
     let image = repository["spec"]["image"].as_str().context("spec.image")?;
     match keychain.resolve(&registry::ImageRef::parse(image, false)?)? {
         registry::Credential::Basic { username, password } => {

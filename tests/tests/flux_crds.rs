@@ -38,7 +38,10 @@ impl PrivateKube {
     }
 
     fn get(&self, kind: &str, name: &str) -> Result<Value> {
-        let out = self.kubectl(&["-n", "flux-system", "get", kind, name, "-o", "json"], None)?;
+        let out = self.kubectl(
+            &["-n", "flux-system", "get", kind, name, "-o", "json"],
+            None,
+        )?;
         Ok(serde_json::from_str(&out)?)
     }
 }
@@ -63,7 +66,11 @@ fn flux_shaped(mut crd: Value) -> Result<(Value, usize)> {
             v
         })
         .collect::<Vec<_>>();
-    ensure!(versions.len() == 1, "no v1 version in {}", crd["metadata"]["name"]);
+    ensure!(
+        versions.len() == 1,
+        "no v1 version in {}",
+        crd["metadata"]["name"]
+    );
     crd["spec"]["versions"] = Value::Array(versions);
     if let Some(spec) = crd["spec"].as_object_mut() {
         spec.remove("conversion");
@@ -104,7 +111,10 @@ fn install(kube: &PrivateKube) -> Result<()> {
         .arg(repo_root().join("config/default"))
         .output()
         .context("kubectl kustomize config/default")?;
-    ensure!(rendered.status.success(), "kubectl kustomize config/default failed");
+    ensure!(
+        rendered.status.success(),
+        "kubectl kustomize config/default failed"
+    );
     items.extend(
         yaml_documents(&String::from_utf8(rendered.stdout)?)?
             .into_iter()
@@ -121,7 +131,13 @@ fn install(kube: &PrivateKube) -> Result<()> {
         Some(&list.to_string()),
     )?;
     kube.kubectl(
-        &["wait", "--for=condition=Established", "--timeout=90s", "crd", "--all"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=90s",
+            "crd",
+            "--all",
+        ],
         None,
     )?;
     let served = kube.kubectl(&["api-versions"], None)?;
@@ -229,13 +245,18 @@ spec:
     )?;
 
     let ready = |obj: &Value| {
-        obj["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        obj["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
     };
     let policy = eventually("the ImagePolicy selects 5.0.3 and is Ready", || async {
         let p = kube.get("imagepolicy", "podinfo")?;
-        ensure!(ready(&p) && p["status"]["latestRef"]["tag"] == "5.0.3", "{}", p["status"]);
+        ensure!(
+            ready(&p) && p["status"]["latestRef"]["tag"] == "5.0.3",
+            "{}",
+            p["status"]
+        );
         Ok(p)
     })
     .await
@@ -249,18 +270,25 @@ spec:
     );
     let repository = kube.get("imagerepository", "podinfo")?;
     ensure!(ready(&repository), "{}", repository["status"]);
-    ensure!(repository["status"]["lastScanResult"]["tagCount"] == 4, "{}", repository["status"]);
+    ensure!(
+        repository["status"]["lastScanResult"]["tagCount"] == 4,
+        "{}",
+        repository["status"]
+    );
 
-    eventually("the automation pushes the 5.0.3 commit and is Ready", || async {
-        let message = head_message(&bare)?;
-        ensure!(
-            message.contains(&format!("{image}:5.0.0 -> {image}:5.0.3")),
-            "head commit: {message}"
-        );
-        let a = kube.get("imageupdateautomation", "flux-system")?;
-        ensure!(ready(&a), "{}", a["status"]);
-        Ok(())
-    })
+    eventually(
+        "the automation pushes the 5.0.3 commit and is Ready",
+        || async {
+            let message = head_message(&bare)?;
+            ensure!(
+                message.contains(&format!("{image}:5.0.0 -> {image}:5.0.3")),
+                "head commit: {message}"
+            );
+            let a = kube.get("imageupdateautomation", "flux-system")?;
+            ensure!(ready(&a), "{}", a["status"]);
+            Ok(())
+        },
+    )
     .await
     .with_context(|| format!("automation log:\n{}", automation.logs()))?;
 
@@ -269,18 +297,29 @@ spec:
         Ok(vec![
             kube.get("imagerepository", "podinfo")?["metadata"]["resourceVersion"].clone(),
             kube.get("imagepolicy", "podinfo")?["metadata"]["resourceVersion"].clone(),
-            kube.get("imageupdateautomation", "flux-system")?["metadata"]["resourceVersion"].clone(),
+            kube.get("imageupdateautomation", "flux-system")?["metadata"]["resourceVersion"]
+                .clone(),
         ])
     };
     let before = versions()?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    ensure!(versions()? == before, "status keeps changing after the job is done");
+    ensure!(
+        versions()? == before,
+        "status keeps changing after the job is done"
+    );
 
     let (_, reflector_logs) = reflector.terminate().map_err(|e| anyhow!(e))?;
     let (_, automation_logs) = automation.terminate().map_err(|e| anyhow!(e))?;
-    for (who, logs) in [("reflector", &reflector_logs), ("automation", &automation_logs)] {
+    for (who, logs) in [
+        ("reflector", &reflector_logs),
+        ("automation", &automation_logs),
+    ] {
         let errors = error_lines(logs);
-        ensure!(errors.is_empty(), "{who} logged errors:\n{}", errors.join("\n"));
+        ensure!(
+            errors.is_empty(),
+            "{who} logged errors:\n{}",
+            errors.join("\n")
+        );
     }
     Ok(())
 }

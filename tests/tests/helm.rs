@@ -142,7 +142,10 @@ fn by_kind_and_name(docs: Vec<Value>) -> BTreeMap<(String, String), Value> {
         .map(|d| {
             let key = (
                 d["kind"].as_str().unwrap_or_default().to_owned(),
-                d["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             );
             (key, d)
         })
@@ -213,7 +216,11 @@ fn default_values_render_the_objects_of_config_default() -> Result<()> {
             serde_saphyr::to_string(want)?
         );
     }
-    ensure!(kustomize.len() == 12, "expected 12 objects, got {}", kustomize.len());
+    ensure!(
+        kustomize.len() == 12,
+        "expected 12 objects, got {}",
+        kustomize.len()
+    );
     Ok(())
 }
 
@@ -283,8 +290,8 @@ fn values_set_flags_image_env_resources_and_leader_election() -> Result<()> {
     );
 
     let docs = render(&json!({"leaderElection": {"enabled": false}}))?;
-    let args = &find(&docs, "Deployment", "image-automation-controller")?["spec"]["template"]
-        ["spec"]["containers"][0]["args"];
+    let args = &find(&docs, "Deployment", "image-automation-controller")?["spec"]["template"]["spec"]
+        ["containers"][0]["args"];
     ensure!(
         !args
             .as_array()
@@ -301,13 +308,18 @@ fn service_monitor_is_off_by_default_and_scrapes_both_controllers_when_on() -> R
             .iter()
             .any(|d| d["kind"] == "ServiceMonitor" || d["kind"] == "Service")
     );
-    let docs = render(&json!({"serviceMonitor": {"enabled": true, "interval": "30s",
-        "labels": {"release": "prometheus"}}}))?;
+    let docs = render(
+        &json!({"serviceMonitor": {"enabled": true, "interval": "30s",
+        "labels": {"release": "prometheus"}}}),
+    )?;
     for name in ["image-reflector-controller", "image-automation-controller"] {
         let sm = find(&docs, "ServiceMonitor", name)?;
         ensure!(sm["metadata"]["labels"]["release"] == "prometheus");
         ensure!(sm["spec"]["selector"]["matchLabels"]["app"] == name);
-        ensure!(sm["spec"]["endpoints"][0] == json!({"port": "http-prom", "path": "/metrics", "interval": "30s"}));
+        ensure!(
+            sm["spec"]["endpoints"][0]
+                == json!({"port": "http-prom", "path": "/metrics", "interval": "30s"})
+        );
         let svc = find(&docs, "Service", &format!("{name}-metrics"))?;
         ensure!(svc["metadata"]["labels"]["app"] == name);
         ensure!(svc["spec"]["selector"]["app"] == name);
@@ -320,8 +332,10 @@ fn service_monitor_is_off_by_default_and_scrapes_both_controllers_when_on() -> R
 fn a_controller_can_be_left_out_and_a_missing_image_repository_is_an_error() -> Result<()> {
     let docs = render(&json!({"automation": {"enabled": false}}))?;
     ensure!(
-        docs.iter()
-            .all(|d| !d["metadata"]["name"].as_str().unwrap_or("").starts_with("image-automation")),
+        docs.iter().all(|d| !d["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("image-automation")),
         "automation objects rendered although disabled"
     );
     let err = render(&json!({"reflector": {"image": {"repository": ""}}}))
@@ -360,7 +374,9 @@ fn dockerfile_builds_with_the_make_dist_command() -> Result<()> {
     );
     for binary in ["image-reflector-controller", "image-automation-controller"] {
         ensure!(
-            dockerfile.contains(&format!("COPY --from=builder /src/target/release/{binary} ")),
+            dockerfile.contains(&format!(
+                "COPY --from=builder /src/target/release/{binary} "
+            )),
             "the Dockerfile does not copy the {binary} release binary"
         );
     }

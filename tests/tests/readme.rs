@@ -8,7 +8,8 @@ use anyhow::{Context, Result, ensure};
 use clap::{Args, Command};
 use runtime::flags::{AutomationFlags, CommonFlags, ReflectorFlags};
 
-const BEGIN: &str = "<!-- BEGIN flags: generated from the clap definitions by tests/tests/readme.rs -->\n";
+const BEGIN: &str =
+    "<!-- BEGIN flags: generated from the clap definitions by tests/tests/readme.rs -->\n";
 const END: &str = "<!-- END flags -->\n";
 
 fn readme() -> PathBuf {
