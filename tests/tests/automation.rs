@@ -71,7 +71,11 @@ impl World {
         let label = ("e2e-shard".to_owned(), shard);
         let env = testenv::env();
         let repo = unique_name(prefix)?;
-        let bare = env.seed_repo(&repo, files)?;
+        // Markers name policies of the guide's namespace; each test has its own.
+        let files: Vec<(&str, String)> =
+            files.iter().map(|(p, t)| (*p, localize(t, &ns))).collect();
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let bare = env.seed_repo(&repo, &files)?;
         let cache = tempfile::tempdir()?;
         let kubeconfig = testenv_var(KUBECONFIG_AUTOMATION)?;
         let args = [
@@ -276,6 +280,11 @@ impl World {
     }
 }
 
+/// `text` with the markers' namespace `flux-system` replaced by `ns`.
+fn localize(text: &str, ns: &str) -> String {
+    text.replace("\"flux-system:", &format!("\"{ns}:"))
+}
+
 fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
@@ -319,9 +328,10 @@ async fn the_guide_updates_main_and_reverts() -> Result<()> {
     w.automation("flux-system", json!({})).await?;
     let head = w.wait_for_commit("main", &seed).await?;
     let file = w.file("main", DEPLOYMENT_PATH)?;
-    assert_eq!(file, with_tag("5.0.3"));
+    assert_eq!(file, localize(&with_tag("5.0.3"), &w.ns));
     assert!(file.contains(&format!(
-        "image: {PODINFO}:5.0.3 # {{\"$imagepolicy\": \"flux-system:podinfo\"}}"
+        "image: {PODINFO}:5.0.3 # {{\"$imagepolicy\": \"{}:podinfo\"}}",
+        w.ns
     )));
     let message = w.git(&["log", "-1", "--format=%B", "main"])?;
     assert_eq!(message.trim_end(), format!("{PODINFO}:5.0.3"));
@@ -364,7 +374,10 @@ async fn the_guide_updates_main_and_reverts() -> Result<()> {
     // Revert: the policy goes back to 5.0.0; the policy watch runs the automation at once.
     w.policy("podinfo", PODINFO, "5.0.0").await?;
     let back = w.wait_for_commit("main", &head).await?;
-    assert_eq!(w.file("main", DEPLOYMENT_PATH)?, GUIDE_DEPLOYMENT);
+    assert_eq!(
+        w.file("main", DEPLOYMENT_PATH)?,
+        localize(GUIDE_DEPLOYMENT, &w.ns)
+    );
     assert_eq!(w.git(&["rev-parse", &format!("{back}^")])?.trim(), head);
     Ok(())
 }
@@ -381,7 +394,10 @@ async fn pushes_to_a_different_branch() -> Result<()> {
     )
     .await?;
     let head = w.wait_for_commit("image-updates", "").await?;
-    assert_eq!(w.file("image-updates", DEPLOYMENT_PATH)?, with_tag("5.0.3"));
+    assert_eq!(
+        w.file("image-updates", DEPLOYMENT_PATH)?,
+        localize(&with_tag("5.0.3"), &w.ns)
+    );
     assert_eq!(w.head("main")?, seed);
     assert_eq!(w.git(&["rev-parse", &format!("{head}^")])?.trim(), seed);
     w.wait_for_condition("flux-system", "Ready", "True", "Succeeded")
@@ -422,7 +438,10 @@ async fn suspend_pushes_nothing_and_resume_pushes() -> Result<()> {
     w.patch_automation("flux-system", json!({"spec": {"suspend": false}}))
         .await?;
     w.wait_for_commit("main", &seed).await?;
-    assert_eq!(w.file("main", DEPLOYMENT_PATH)?, with_tag("5.0.3"));
+    assert_eq!(
+        w.file("main", DEPLOYMENT_PATH)?,
+        localize(&with_tag("5.0.3"), &w.ns)
+    );
     Ok(())
 }
 
@@ -487,7 +506,8 @@ async fn custom_resources_update_through_name_and_tag_markers() -> Result<()> {
     w.automation("flux-system", json!({})).await?;
     w.wait_for_commit("main", &seed).await?;
     let want = |text: &str| {
-        text.replace("5.0.0", "5.0.3")
+        localize(text, &w.ns)
+            .replace("5.0.0", "5.0.3")
             .replace(
                 "ghcr.io/stefanprodan/podinfo ",
                 "ghcr.io/stefanprodan/podinfo-next ",
@@ -513,10 +533,9 @@ async fn custom_resources_update_through_name_and_tag_markers() -> Result<()> {
 /// neither push is lost, each status names its own commit.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_automations_on_one_branch_both_land() -> Result<()> {
-    let a = GUIDE_DEPLOYMENT.replace("flux-system:podinfo", "NS:app-a");
-    let b = GUIDE_DEPLOYMENT.replace("flux-system:podinfo", "NS:app-b");
     let w = World::new("iua-two", &[]).await?;
-    let (a, b) = (a.replace("NS", &w.ns), b.replace("NS", &w.ns));
+    let a = localize(&GUIDE_DEPLOYMENT.replace(":podinfo\"", ":app-a\""), &w.ns);
+    let b = localize(&GUIDE_DEPLOYMENT.replace(":podinfo\"", ":app-b\""), &w.ns);
     let work = tempfile::tempdir()?;
     seed_files(
         &w.bare,
