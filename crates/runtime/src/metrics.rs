@@ -93,7 +93,8 @@ fn reconcile_time_histogram() -> Histogram {
 /// All metrics of one process, and the registry that serves them.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a mutex so that a binary can add its own metrics after start-up ([`Metrics::register`]).
+    registry: std::sync::Mutex<Registry>,
     /// `gotk_reconcile_duration_seconds{kind,name,namespace}`.
     pub reconcile_duration: Family<ObjectLabels, Histogram, fn() -> Histogram>,
     /// `gotk_reconcile_condition{kind,name,namespace,type,status}` (registered, not populated, as upstream).
@@ -209,7 +210,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(ProcessCollector));
         Self {
-            registry,
+            registry: std::sync::Mutex::new(registry),
             reconcile_duration,
             reconcile_condition,
             suspend_status,
@@ -227,8 +228,25 @@ impl Metrics {
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
+    }
+
+    /// Registers a binary-specific metric (e.g. per-registry request counters); call once per name.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register(name, help, metric);
     }
 
     /// Records one reconciliation of an object (`gotk_reconcile_duration_seconds`).
