@@ -693,3 +693,147 @@ async fn bad_input_gives_conditions_and_no_commit() -> Result<()> {
     assert_eq!(w.head("main")?, seed, "bad input led to a commit");
     Ok(())
 }
+
+const GUIDE_MANIFESTS: [&str; 3] = [
+    include_str!("../../examples/guide/clusters/my-cluster/podinfo-registry.yaml"),
+    include_str!("../../examples/guide/clusters/my-cluster/podinfo-policy.yaml"),
+    include_str!("../../examples/guide/clusters/my-cluster/flux-system-automation.yaml"),
+];
+
+/// A guide manifest with the image on the local registry and this run's shard label.
+fn guide_manifest(text: &str, registry: &str, label: &(String, String)) -> Result<String> {
+    let text = text.replace("ghcr.io/", &format!("{registry}/"));
+    let with_label = text.replacen(
+        "metadata:\n",
+        &format!("metadata:\n  labels:\n    {}: {}\n", label.0, label.1),
+        1,
+    );
+    ensure!(with_label != text, "no metadata in:\n{text}");
+    Ok(with_label)
+}
+
+/// The guide, verbatim, on both controllers: the registry holds podinfo 5.0.0 to 5.0.3, the
+/// manifest holds 5.0.0 with the guide's marker; applying the guide's ImageRepository, ImagePolicy
+/// (5.0.x) and ImageUpdateAutomation in flux-system yields a commit on main that changes only the
+/// tag, with the guide's message; setting the range to 5.0.0 commits back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guide_end_to_end_on_both_controllers() -> Result<()> {
+    let env = testenv::env();
+    let registry = env.registry(testenv::RegistryVariant::Anonymous)?;
+    testenv::registry::RegistryClient::new(&registry)?
+        .push_tags(
+            "stefanprodan/podinfo",
+            &["5.0.0", "5.0.1", "5.0.2", "5.0.3"],
+            4,
+        )
+        .await?;
+    let host = registry.host.clone();
+    let label = ("e2e-shard".to_owned(), unique_name("guide")?);
+    let storage = tempfile::tempdir()?;
+    let reflector = Process::start(
+        &binary("image-reflector-controller")?,
+        &[
+            &format!("--kubeconfig={}", testenv_var(e2e::KUBECONFIG_REFLECTOR)?),
+            &format!("--watch-label-selector={}={}", label.0, label.1),
+            &format!("--storage-path={}", storage.path().display()),
+        ],
+    )?;
+    let cache = tempfile::tempdir()?;
+    let automation = Process::start(
+        &binary("image-automation-controller")?,
+        &[
+            &format!("--kubeconfig={}", testenv_var(KUBECONFIG_AUTOMATION)?),
+            &format!("--watch-label-selector={}={}", label.0, label.1),
+            &format!("--git-cache-path={}", cache.path().display()),
+        ],
+    )?;
+    let logs = || format!("{}\n{}", reflector.logs(), automation.logs());
+
+    // The cluster repository: the guide's Deployment, image on the local registry.
+    let deployment = GUIDE_DEPLOYMENT.replace("ghcr.io/", &format!("{host}/"));
+    let repo = unique_name("guide")?;
+    let bare = env.seed_repo(&repo, &[(DEPLOYMENT_PATH, &deployment)])?;
+    let git = |args: &[&str]| testenv::git::git(&bare, args);
+    let seed = git(&["rev-parse", "main"])?.trim().to_owned();
+    let (user, password) = env.credentials()?;
+    let source = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: flux-system-e2e-auth\n  namespace: flux-system\n\
+         stringData:\n  username: {user}\n  password: {password}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\n\
+         spec:\n  interval: 1m0s\n  ref:\n    branch: main\n  secretRef:\n    name: flux-system-e2e-auth\n  url: {}\n",
+        env.git_url(GitTransport::HttpBasic, &repo)?
+    );
+    e2e::kubectl_with_input(e2e::KUBECONFIG_ADMIN, &["apply", "-f", "-"], Some(&source))?;
+    let started = std::time::Instant::now();
+    for manifest in GUIDE_MANIFESTS {
+        let m = guide_manifest(manifest, &host, &label)?;
+        e2e::kubectl_with_input(e2e::KUBECONFIG_ADMIN, &["apply", "-f", "-"], Some(&m))?;
+    }
+    let head = eventually("the guide's commit on main", || async {
+        let head = git(&["rev-parse", "main"])?.trim().to_owned();
+        ensure!(head != seed, "main is still at the seed");
+        Ok(head)
+    })
+    .await
+    .with_context(logs)?;
+    eprintln!(
+        "guide: from apply to the commit on main: {:?}",
+        started.elapsed()
+    );
+    let file = git(&["show", &format!("main:{DEPLOYMENT_PATH}")])?;
+    assert_eq!(file, deployment.replace(":5.0.0 #", ":5.0.3 #"));
+    assert!(file.contains(&format!(
+        "image: {host}/stefanprodan/podinfo:5.0.3 # {{\"$imagepolicy\": \"flux-system:podinfo\"}}\n"
+    )));
+    let message = git(&["log", "-1", "--format=%B", "main"])?;
+    assert_eq!(message, format!("{host}/stefanprodan/podinfo:5.0.3\n\n"));
+    let client = admin_client().await?;
+    let iuas: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "flux-system",
+        &flux("ImageUpdateAutomation"),
+    );
+    eventually("the automation's status", || async {
+        let obj = serde_json::to_value(iuas.get("flux-system").await?)?;
+        let s = &obj["status"];
+        ensure!(s["lastPushCommit"] == head.as_str(), "{s}");
+        ensure!(
+            s["observedSourceRevision"] == format!("main@sha1:{head}"),
+            "{s}"
+        );
+        ensure!(
+            s["observedPolicies"]["podinfo"]["tag"] == "5.0.3" && s["lastPushTime"].is_string(),
+            "{s}"
+        );
+        ensure!(
+            condition(&obj, "Ready").is_some_and(|c| c["status"] == "True"),
+            "{s}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(logs)?;
+
+    // Revert: the range goes to 5.0.0 and the automation commits 5.0.0 back.
+    let policies: Api<DynamicObject> =
+        Api::namespaced_with(client, "flux-system", &flux("ImagePolicy"));
+    policies
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"policy": {"semver": {"range": "5.0.0"}}}})),
+        )
+        .await?;
+    eventually("the revert on main", || async {
+        let now = git(&["rev-parse", "main"])?.trim().to_owned();
+        ensure!(now != head, "main is still at {head}");
+        ensure!(
+            git(&["show", &format!("main:{DEPLOYMENT_PATH}")])? == deployment,
+            "not reverted"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(logs)?;
+    Ok(())
+}
