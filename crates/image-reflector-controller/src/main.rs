@@ -3,9 +3,12 @@
 //!
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
+mod cluster;
 mod controller;
+mod policy;
+mod registry_metrics;
+mod repository;
 mod select;
-mod spec_checks;
 
 use std::process::ExitCode;
 
@@ -25,6 +28,11 @@ struct Cli {
     /// Controller flags.
     #[command(flatten)]
     flags: ReflectorFlags,
+
+    /// Tags asked for per page when listing a repository (upstream's 1000; ECR rejects more).
+    /// Hidden: lets tests exercise `Link` paging with small pages.
+    #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    registry_page_size: u32,
 
     /// Offline subcommand; none runs the controller.
     #[command(subcommand)]
@@ -51,10 +59,13 @@ fn main() -> ExitCode {
             )),
         };
     }
+    let page_size = cli.registry_page_size;
     runtime::app::start(
         controller::CONTROLLER_NAME,
         cmd,
         cli.flags,
-        controller::controllers,
+        move |started, flags, namespace| {
+            controller::controllers(started, flags, namespace, page_size)
+        },
     )
 }

@@ -53,6 +53,22 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels `repository`, `operation` of Git operation timings.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitOperationLabels {
+    /// Repository URL (without credentials).
+    pub repository: String,
+    /// `checkout`, `commit` or `push`.
+    pub operation: String,
+}
+
+/// Label `repository`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepositoryLabels {
+    /// Repository URL (without credentials).
+    pub repository: String,
+}
+
 /// Label `name` (of the lease).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameLabels {
@@ -77,7 +93,8 @@ fn reconcile_time_histogram() -> Histogram {
 /// All metrics of one process, and the registry that serves them.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a mutex so that a binary can add its own metrics after start-up ([`Metrics::register`]).
+    registry: std::sync::Mutex<Registry>,
     /// `gotk_reconcile_duration_seconds{kind,name,namespace}`.
     pub reconcile_duration: Family<ObjectLabels, Histogram, fn() -> Histogram>,
     /// `gotk_reconcile_condition{kind,name,namespace,type,status}` (registered, not populated, as upstream).
@@ -96,6 +113,11 @@ pub struct Metrics {
     pub active_workers: Family<ControllerLabels, Gauge>,
     /// `leader_election_master_status{name}`: 1 while this process holds the lease.
     pub leader_status: Family<NameLabels, Gauge>,
+    /// `gotk_git_operation_duration_seconds{repository,operation}`: time of each Git operation.
+    pub git_operation_duration: Family<GitOperationLabels, Histogram, fn() -> Histogram>,
+    /// `gotk_push_latency_seconds{repository}`: from the start of an automation run to its commit
+    /// being accepted by the remote.
+    pub push_latency: Family<RepositoryLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -168,9 +190,27 @@ impl Metrics {
             "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease",
             Family::<NameLabels, Gauge>::clone(&leader_status),
         );
+        let git_operation_duration =
+            Family::<GitOperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_time_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "gotk_git_operation_duration_seconds",
+            "Duration of Git operations (checkout, commit, push) per repository",
+            git_operation_duration.clone(),
+        );
+        let push_latency =
+            Family::<RepositoryLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_time_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "gotk_push_latency_seconds",
+            "Time from the start of an automation run to its commit accepted by the remote",
+            push_latency.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Self {
-            registry,
+            registry: std::sync::Mutex::new(registry),
             reconcile_duration,
             reconcile_condition,
             suspend_status,
@@ -180,14 +220,33 @@ impl Metrics {
             max_concurrent,
             active_workers,
             leader_status,
+            git_operation_duration,
+            push_latency,
         }
     }
 
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
+    }
+
+    /// Registers a binary-specific metric (e.g. per-registry request counters); call once per name.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register(name, help, metric);
     }
 
     /// Records one reconciliation of an object (`gotk_reconcile_duration_seconds`).

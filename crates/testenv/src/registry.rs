@@ -263,6 +263,15 @@ impl RegistryClient {
         Ok(sha256_digest(bytes))
     }
 
+    /// DELETE the manifest `digest` (the registry runs with deletes enabled): every tag pointing at it
+    /// disappears from the tag list.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
+        let what = format!("deleting manifest {repo}@{digest}");
+        let url = self.url(&format!("/v2/{repo}/manifests/{digest}"))?;
+        let resp = self.send(repo, &what, |c| c.delete(url.clone())).await?;
+        check(resp, &what, &[StatusCode::ACCEPTED]).await.map(drop)
+    }
+
     /// Push a single-platform image tagged `tag`: the shared empty layer and config (if missing) and a manifest
     /// unique to the tag (an annotation names it). Returns the manifest digest. Use [`Self::push_tags`] for many.
     pub async fn push_image(&self, repo: &str, tag: &str) -> Result<String> {

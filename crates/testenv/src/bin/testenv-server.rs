@@ -30,6 +30,29 @@ enum Cli {
     Token(TokenArgs),
     /// Page tag lists in front of a registry.
     Paginate(PaginateArgs),
+    /// Fill a plain-HTTP, anonymous registry with benchmark repositories `<prefix>-<i>`, every tag of a
+    /// repository pointing at one manifest (one manifest PUT per tag).
+    Push(PushArgs),
+}
+
+/// Arguments of `push`.
+#[derive(clap::Args)]
+struct PushArgs {
+    /// Registry `host:port` (plain HTTP, no auth).
+    #[arg(long)]
+    registry: String,
+    /// Repository name prefix.
+    #[arg(long)]
+    prefix: String,
+    /// Number of repositories.
+    #[arg(long)]
+    repos: usize,
+    /// Tags per repository (`t0000`, `t0001`, ...).
+    #[arg(long)]
+    tags: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
 }
 
 /// Arguments of the paginating proxy.
@@ -151,7 +174,46 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Token(args) => token_server(args).await,
         Cli::Paginate(args) => paginate_server(args).await,
+        Cli::Push(args) => push_repositories(args).await,
     }
+}
+
+async fn push_repositories(args: PushArgs) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let endpoint = testenv::RegistryEndpoint {
+        variant: testenv::RegistryVariant::Anonymous,
+        host: args.registry.clone(),
+        tls: false,
+        ca_cert: None,
+        client_identity: None,
+        auth: testenv::RegistryAuth::Anonymous,
+    };
+    let client = testenv::registry::RegistryClient::new(&endpoint)?;
+    let client = &client;
+    for r in 0..args.repos {
+        let repo = format!("{}-{r}", args.prefix);
+        let digest = client.push_image(&repo, "t0000").await?;
+        let manifest = client.manifest(&repo, &digest).await?;
+        let manifest = &manifest;
+        let repo = &repo;
+        let results: Vec<_> = futures::stream::iter((1..args.tags).map(|t| async move {
+            client
+                .push_manifest(
+                    repo,
+                    &format!("t{t:04}"),
+                    &manifest.media_type,
+                    &manifest.bytes,
+                )
+                .await
+        }))
+        .buffer_unordered(args.concurrency.max(1))
+        .collect()
+        .await;
+        for r in results {
+            r?;
+        }
+    }
+    Ok(())
 }
 
 async fn serve(listen: &str, router: Router) -> anyhow::Result<()> {
