@@ -161,11 +161,17 @@ done
 # 3. Registry, Git repository, objects.
 
 REGISTRY=$TESTENV_REGISTRY_ANON
-IMAGE=$REGISTRY/stefanprodan/podinfo
+# A registry this run did not start may hold the tags of an earlier run (5.0.4 among them): use a path of its own.
+if [ -n "$STARTED_ENV" ]; then
+  REPO_PATH=stefanprodan/podinfo
+else
+  REPO_PATH=demo-$RUN/stefanprodan/podinfo
+fi
+IMAGE=$REGISTRY/$REPO_PATH
 
 # push_tag TAG: push a minimal single-layer image under TAG through the registry's HTTP API.
 push_tag() {
-  local tag=$1 base="http://$REGISTRY/v2/stefanprodan/podinfo"
+  local tag=$1 base="http://$REGISTRY/v2/$REPO_PATH"
   local layer="$DEMO_DIR/layer.tar" config="$DEMO_DIR/config-$tag.json" manifest="$DEMO_DIR/manifest-$tag.json"
   [ -f "$layer" ] || head -c 1024 /dev/zero >"$layer"
   local layer_digest config_digest
@@ -194,7 +200,7 @@ push_tag() {
 
 say "Pushing podinfo 5.0.0 to 5.0.3 to the local registry ($IMAGE)"
 for t in 5.0.0 5.0.1 5.0.2 5.0.3; do push_tag "$t"; done
-info "tags: $(curl -fsS "http://$REGISTRY/v2/stefanprodan/podinfo/tags/list")"
+info "tags: $(curl -fsS "http://$REGISTRY/v2/$REPO_PATH/tags/list")"
 
 # The guide's manifests with the namespace and the image pointed at this environment.
 adapt() {
@@ -274,7 +280,7 @@ start_controller() {
   info "$name: metrics on 127.0.0.1:$metrics, health on 127.0.0.1:$health, log $TESTENV_DIR/logs/$PFX${name#image-}.log"
 }
 start_controller image-reflector-controller "$TESTENV_KUBECONFIG_REFLECTOR" --storage-path="$DEMO_DIR/data"
-start_controller image-automation-controller "$TESTENV_KUBECONFIG_AUTOMATION"
+start_controller image-automation-controller "$TESTENV_KUBECONFIG_AUTOMATION" --git-cache-path="$DEMO_DIR/git-cache"
 
 # ---------------------------------------------------------------------------------------------------------
 # 4. Status and the first commit.

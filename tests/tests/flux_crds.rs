@@ -235,13 +235,15 @@ spec:
     let reflector_kubeconfig = format!("--kubeconfig={}", kube.kubeconfig("reflector").display());
     let automation_kubeconfig = format!("--kubeconfig={}", kube.kubeconfig("automation").display());
     let storage_path = format!("--storage-path={}", storage.path().display());
+    let git_cache = tempfile::tempdir()?;
+    let git_cache_path = format!("--git-cache-path={}", git_cache.path().display());
     let reflector = Process::start(
         &controller_binary("image-reflector-controller")?.to_string_lossy(),
         &[&reflector_kubeconfig, &storage_path, "--log-encoding=json"],
     )?;
     let automation = Process::start(
         &controller_binary("image-automation-controller")?.to_string_lossy(),
-        &[&automation_kubeconfig, "--log-encoding=json"],
+        &[&automation_kubeconfig, &git_cache_path, "--log-encoding=json"],
     )?;
 
     let ready = |obj: &Value| {
