@@ -276,24 +276,109 @@ pub async fn remove_finalizer<K: FluxObject>(api: &Api<K>, obj: &K) -> Result<()
 }
 
 /// Applies `status` with server-side apply, field manager `manager`, forcing ownership.
+///
+/// Server-side apply rejects a field the installed CRD does not declare, where other writes would
+/// prune it. Flux's own v1-only CRDs lack the deprecated status fields ours keep for v1beta1
+/// clients (`latestImage`, `observedPreviousImage`), so such a field is dropped and the status
+/// applied again; the field is then left out of later writes of that kind by this process.
 pub async fn apply_status<K: FluxObject>(
     api: &Api<K>,
     obj: &K,
     status: &Value,
     manager: &str,
 ) -> Result<K, kube::Error> {
-    let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"name": obj.name_any(), "namespace": obj.namespace()},
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&body),
-    )
-    .await
+    let kind = K::kind(&()).to_string();
+    let mut status = status.clone();
+    for path in undeclared_fields(&kind) {
+        remove_status_field(&mut status, &path);
+    }
+    loop {
+        let body = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {"name": obj.name_any(), "namespace": obj.namespace()},
+            "status": &status,
+        });
+        let result = api
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await;
+        match result {
+            Err(kube::Error::Api(ref e)) => {
+                let Some(path) = undeclared_status_field(&e.message) else {
+                    return result;
+                };
+                // Each retry removes one field, so this ends.
+                if !remove_status_field(&mut status, &path) {
+                    return result;
+                }
+                tracing::info!(
+                    kind = %kind,
+                    field = %path,
+                    "the installed CRD does not declare this status field; it is left out of status writes"
+                );
+                remember_undeclared(&kind, &path);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Status fields (dotted paths below `status`) the installed CRDs do not declare, by kind.
+static UNDECLARED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn undeclared_fields(kind: &str) -> Vec<String> {
+    UNDECLARED
+        .lock()
+        .map(|v| {
+            v.iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, p)| p.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remember_undeclared(kind: &str, path: &str) {
+    if let Ok(mut v) = UNDECLARED.lock()
+        && !v.iter().any(|(k, p)| k == kind && p == path)
+    {
+        v.push((kind.to_string(), path.to_string()));
+    }
+}
+
+/// The status field an API server's server-side apply error names as undeclared, e.g.
+/// `failed to create typed patch object: .status.latestImage: field not declared in schema`
+/// gives `latestImage`. Only plain dotted paths below `.status.` are recognised.
+pub(crate) fn undeclared_status_field(message: &str) -> Option<String> {
+    let rest = message.split("typed patch object").nth(1)?;
+    let (path, _) = rest.split_once(": field not declared in schema")?;
+    let path = &path[path.find(": .status.")? + ": .status.".len()..];
+    let plain = !path.is_empty()
+        && path.split('.').all(|seg| {
+            !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    plain.then(|| path.to_string())
+}
+
+/// Removes the dotted `path` from `status`; whether it was there.
+pub(crate) fn remove_status_field(status: &mut Value, path: &str) -> bool {
+    let mut segments: Vec<&str> = path.split('.').collect();
+    let Some(last) = segments.pop() else {
+        return false;
+    };
+    let mut node = status;
+    for seg in segments {
+        match node.get_mut(seg) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    node.as_object_mut()
+        .is_some_and(|map| map.remove(last).is_some())
 }
 
 /// Flux's deferred status handling: record the handled request, stamp `observedGeneration`

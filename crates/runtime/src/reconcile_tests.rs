@@ -403,3 +403,34 @@ fn predicate_tracks_generation_and_request_only() {
     let d = widget(true, Some("t2"), None);
     assert_ne!(flux_predicate(&a), flux_predicate(&d));
 }
+
+#[test]
+fn an_undeclared_status_field_is_read_from_the_apply_error() {
+    let msg =
+        "failed to create typed patch object: .status.latestImage: field not declared in schema";
+    assert_eq!(undeclared_status_field(msg).as_deref(), Some("latestImage"));
+    let nested = "failed to create typed patch object (image.toolkit.fluxcd.io/v1, Kind=ImagePolicy): .status.lastScanResult.extra: field not declared in schema";
+    assert_eq!(
+        undeclared_status_field(nested).as_deref(),
+        Some("lastScanResult.extra")
+    );
+    // Not a status field, a list element, or another error: nothing to drop.
+    for other in [
+        "failed to create typed patch object: .spec.foo: field not declared in schema",
+        "failed to create typed patch object: .status.conditions[type=\"Ready\"].x: field not declared in schema",
+        "the object has been modified",
+        "failed to create typed patch object: .status.: field not declared in schema",
+    ] {
+        assert_eq!(undeclared_status_field(other), None, "{other}");
+    }
+}
+
+#[test]
+fn removing_a_status_field_reports_whether_it_was_there() {
+    let mut status = json!({"latestImage": "a:1", "lastScanResult": {"tagCount": 2, "extra": 1}});
+    assert!(remove_status_field(&mut status, "latestImage"));
+    assert!(!remove_status_field(&mut status, "latestImage"));
+    assert!(remove_status_field(&mut status, "lastScanResult.extra"));
+    assert!(!remove_status_field(&mut status, "missing.field"));
+    assert_eq!(status, json!({"lastScanResult": {"tagCount": 2}}));
+}
