@@ -193,6 +193,28 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The non-empty documents of a multi-document YAML text, as JSON values.
+pub fn yaml_documents(text: &str) -> Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).context("parsing YAML")?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The objects `kubectl kustomize config/default` renders (kubectl must be installed; `make test` installs it).
+pub fn kustomize_default() -> Result<Vec<serde_json::Value>> {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo_root().join("config/default"))
+        .output()
+        .context("running kubectl kustomize (kubectl must be installed; make test installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize config/default failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    yaml_documents(&String::from_utf8(out.stdout).context("kubectl kustomize output")?)
+}
+
 /// Runs `hack/testenv/kube.sh ARGS` with its state in `state` (and `extra_env`); fails with its stderr.
 pub fn kube_sh(
     state: &Path,

@@ -166,9 +166,7 @@ fn the_custom_resource_markers_update_only_the_marked_values() -> Result<()> {
 
 fn yaml_docs(path: &Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&text).with_context(|| path.display().to_string())?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    e2e::yaml_documents(&text).with_context(|| path.display().to_string())
 }
 
 #[test]

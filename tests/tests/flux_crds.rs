@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
-use e2e::{controller_binary, eventually, kube_sh, kubectl_at, private_state_dir, repo_root};
+use e2e::{
+    controller_binary, eventually, kube_sh, kubectl_at, kustomize_default, private_state_dir,
+    repo_root, yaml_documents,
+};
 use runtime::test_support::Process;
 use serde_json::{Value, json};
 use testenv::{GitTransport, RegistryVariant};
@@ -44,11 +47,6 @@ impl PrivateKube {
         )?;
         Ok(serde_json::from_str(&out)?)
     }
-}
-
-fn yaml_documents(text: &str) -> Result<Vec<Value>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).context("parsing YAML")?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 /// One of our CRDs reshaped like Flux's: only `v1` (served and stored), without the deprecated status
@@ -106,25 +104,12 @@ fn install(kube: &PrivateKube) -> Result<()> {
         items.extend(yaml_documents(&std::fs::read_to_string(entry?.path())?)?);
     }
     // RBAC and ServiceAccounts exactly as config/default installs them (no Deployments: nothing runs pods).
-    let rendered = std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_root().join("config/default"))
-        .output()
-        .context("kubectl kustomize config/default")?;
-    ensure!(
-        rendered.status.success(),
-        "kubectl kustomize config/default failed"
-    );
-    items.extend(
-        yaml_documents(&String::from_utf8(rendered.stdout)?)?
-            .into_iter()
-            .filter(|d| {
-                !matches!(
-                    d["kind"].as_str(),
-                    Some("CustomResourceDefinition" | "Namespace" | "Deployment")
-                )
-            }),
-    );
+    items.extend(kustomize_default()?.into_iter().filter(|d| {
+        !matches!(
+            d["kind"].as_str(),
+            Some("CustomResourceDefinition" | "Namespace" | "Deployment")
+        )
+    }));
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     kube.kubectl(
         &["apply", "--validate=false", "-f", "-"],

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, ensure};
+use e2e::{kustomize_default, repo_root, yaml_documents};
 use serde_json::{Value, json};
 use templates::{FuncMap, Limits, Template};
 
@@ -19,17 +19,8 @@ const HELM_LABELS: [&str; 3] = [
     "app.kubernetes.io/instance",
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn chart() -> PathBuf {
-    repo().join("charts/flux-image-automation")
-}
-
-fn yaml_documents(text: &str) -> Result<Vec<Value>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).context("parsing YAML")?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    repo_root().join("charts/flux-image-automation")
 }
 
 fn read_yaml(path: &Path) -> Result<Value> {
@@ -109,20 +100,6 @@ fn render(overrides: &Value) -> Result<Vec<Value>> {
     Ok(docs)
 }
 
-fn kustomize_default() -> Result<Vec<Value>> {
-    let out = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(repo().join("config/default"))
-        .output()
-        .context("running kubectl kustomize (kubectl must be installed; make test installs it)")?;
-    ensure!(
-        out.status.success(),
-        "kubectl kustomize config/default failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    yaml_documents(&String::from_utf8(out.stdout)?)
-}
-
 fn strip_helm_labels(mut doc: Value) -> Value {
     if let Some(labels) = doc["metadata"]["labels"].as_object_mut() {
         for l in HELM_LABELS {
@@ -169,7 +146,7 @@ fn chart_crds_are_byte_identical_to_config_crd_bases() -> Result<()> {
         }
         Ok(files)
     };
-    let bases = list(repo().join("config/crd/bases"))?;
+    let bases = list(repo_root().join("config/crd/bases"))?;
     let chart_crds = list(chart().join("crds"))?;
     ensure!(bases.len() == 3, "expected 3 CRDs in config/crd/bases");
     ensure!(
@@ -351,7 +328,7 @@ fn a_controller_can_be_left_out_and_a_missing_image_repository_is_an_error() -> 
 /// The Dockerfile builds exactly what `make dist` builds, with the same cargo command.
 #[test]
 fn dockerfile_builds_with_the_make_dist_command() -> Result<()> {
-    let makefile = std::fs::read_to_string(repo().join("Makefile"))?;
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile"))?;
     let dist = makefile
         .split("\ndist:\n")
         .nth(1)
@@ -359,7 +336,7 @@ fn dockerfile_builds_with_the_make_dist_command() -> Result<()> {
         .ok_or_else(|| anyhow!("no dist target in the Makefile"))?
         .trim()
         .replace("$(CARGO)", "cargo");
-    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile"))?;
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile"))?;
     // Join `\`-continued lines, then squeeze spaces.
     let joined = dockerfile.replace("\\\n", " ");
     let run = joined
