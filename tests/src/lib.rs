@@ -170,22 +170,32 @@ pub fn kubectl_at(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Resu
     Ok(KubectlOutput { stdout, stderr })
 }
 
-/// A controller binary built next to the running test (`target/<profile>/NAME`), as `make test` builds them
-/// with `cargo build --workspace --bins`.
-pub fn controller_binary(name: &str) -> Result<PathBuf> {
+/// A binary of this workspace built next to the running test (target/<profile>/), e.g. a controller
+/// that `cargo test --workspace` built.
+pub fn workspace_binary(name: &str) -> Result<String> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .context("test executable has no target dir")?;
-    let path = dir.join(name);
+    let path: PathBuf = dir.join(name);
     if !path.exists() {
         bail!(
             "{} is not built: run `cargo build --workspace --bins` (make test does)",
             path.display()
         );
     }
-    Ok(path)
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// `(status, reason, message)` of condition `type_` in an object's `status` JSON (empty strings when absent).
+pub fn condition(status: &serde_json::Value, type_: &str) -> (String, String, String) {
+    let c = status
+        .get("conditions")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+    let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or_default().to_owned();
+    (s("status"), s("reason"), s("message"))
 }
 
 /// The repository's root directory.

@@ -23,9 +23,8 @@ const REFLECTOR: &str = "image-reflector-controller";
 const AUTOMATION: &str = "image-automation-controller";
 const CONTROLLERS_NAMESPACE: &str = "flux-system";
 
-/// The controller binary built next to this test.
 fn binary(name: &str) -> Result<String> {
-    Ok(e2e::controller_binary(name)?.to_string_lossy().into_owned())
+    e2e::workspace_binary(name)
 }
 
 /// Start `controller` with its own identity, sharded by `selector`, with the given lease timings.

@@ -5,14 +5,12 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use e2e::{controller_binary, repo_root};
+use e2e::{repo_root, workspace_binary};
 
 #[test]
 fn the_short_demo_shows_status_and_both_commits() -> Result<()> {
-    let bin_dir = controller_binary("image-reflector-controller")?
-        .parent()
-        .context("binary dir")?
-        .to_path_buf();
+    let reflector = std::path::PathBuf::from(workspace_binary("image-reflector-controller")?);
+    let bin_dir = reflector.parent().context("binary dir")?;
     // The environment the test harness found (process environment or target/testenv/env).
     let admin = e2e::testenv_var(e2e::KUBECONFIG_ADMIN)?;
     let testenv_dir = std::path::Path::new(&admin)
@@ -21,7 +19,7 @@ fn the_short_demo_shows_status_and_both_commits() -> Result<()> {
         .context("TESTENV_KUBECONFIG is not inside $TESTENV_DIR/kube")?;
     let out = Command::new(repo_root().join("hack/demo.sh"))
         .env("DEMO_SHORT", "1")
-        .env("DEMO_BIN_DIR", &bin_dir)
+        .env("DEMO_BIN_DIR", bin_dir)
         .env("TESTENV_DIR", testenv_dir)
         .output()
         .context("running hack/demo.sh")?;

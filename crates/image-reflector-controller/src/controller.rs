@@ -1,12 +1,15 @@
 //! Wiring of the ImageRepository and ImagePolicy controllers.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use api::{ImagePolicy, ImageRepository};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -14,7 +17,8 @@ use kube::{Api, ResourceExt};
 use runtime::app::Started;
 use runtime::features::OBJECT_LEVEL_WORKLOAD_IDENTITY;
 use runtime::flags::ReflectorFlags;
-use store::{DEFAULT_COMPRESSION_THRESHOLD, TagStore};
+use runtime::shutdown::Shutdown;
+use store::{DEFAULT_COMPRESSION_THRESHOLD, RepoKey, TagStore};
 
 use crate::cluster::KubeCluster;
 use crate::policy::{PolicyOptions, PolicyReconciler};
@@ -116,6 +120,13 @@ pub async fn controllers(
             object_level_workload_identity: gates.enabled(OBJECT_LEVEL_WORKLOAD_IDENTITY),
         },
     );
+    let gc = collect_garbage(
+        scoped_api(client.clone(), ns),
+        namespace.clone(),
+        shared.store.clone(),
+        flags.gc_interval,
+        shutdown.clone(),
+    );
     let repository_reconciler = Repositories::new(
         client,
         ctx.recorder.clone(),
@@ -132,6 +143,7 @@ pub async fn controllers(
             shutdown.clone()
         ),
         reconcile::run(policies, ctx, Arc::new(policy_reconciler), shutdown),
+        gc,
     );
     Ok(())
 }
@@ -214,6 +226,63 @@ impl RevisionFilter {
                 self.seen.remove(&key);
                 vec![key]
             }
+        }
+    }
+}
+
+/// Removes stored tags of ImageRepositories that no longer exist (e.g. a finalizer removed by hand, or
+/// a volume that served another cluster): once at start and then every `--gc-interval` minutes
+/// (0: never), as upstream's filesystem garbage collector. All objects in scope count as live, whatever
+/// their shard, so replicas sharing a volume never delete each other's entries; a failed list skips
+/// the round.
+async fn collect_garbage(
+    api: Api<ImageRepository>,
+    namespace: Option<String>,
+    store: Arc<TagStore>,
+    minutes: u16,
+    shutdown: Shutdown,
+) {
+    if minutes == 0 {
+        return;
+    }
+    let period = Duration::from_secs(u64::from(minutes) * 60);
+    loop {
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                let live: HashSet<RepoKey> = list
+                    .items
+                    .iter()
+                    .map(|r| RepoKey::new(r.namespace().unwrap_or_default(), r.name_any()))
+                    .collect();
+                let store = store.clone();
+                let scope = namespace.clone();
+                let removed = tokio::task::spawn_blocking(move || {
+                    store.retain(|key| {
+                        live.contains(key) || scope.as_ref().is_some_and(|ns| *ns != key.namespace)
+                    })
+                })
+                .await;
+                match removed {
+                    Ok(Ok(keys)) if !keys.is_empty() => {
+                        tracing::info!(
+                            count = keys.len(),
+                            "removed the stored tags of deleted ImageRepositories"
+                        );
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "tag store garbage collection failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "tag store garbage collection failed"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list ImageRepositories; skipping this garbage collection")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.clone().wait() => return,
         }
     }
 }

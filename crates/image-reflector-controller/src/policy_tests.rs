@@ -197,6 +197,11 @@ fn policy(ns: &str, repo_ref: Value, choice: &Value, filter: Option<&Value>) -> 
     .unwrap()
 }
 
+/// A policy in `default` on repository `repo`, without a filter.
+fn repo_policy(choice: Value) -> ImagePolicy {
+    policy("default", json!({"name": "repo"}), &choice, None)
+}
+
 fn conds(p: &ImagePolicy) -> &[Condition] {
     &p.status.as_ref().unwrap().conditions
 }
@@ -681,12 +686,7 @@ async fn tags_of_another_revision_are_never_used() {
     let e = env(options());
     e.add_repo("default", "repo", IMAGE, json!({}));
     e.scan("default", "repo", &["1.0.0", "1.0.1"]);
-    let mut p = policy(
-        "default",
-        json!({"name": "repo"}),
-        &json!({"semver": {"range": "1.0.x"}}),
-        None,
-    );
+    let mut p = repo_policy(json!({"semver": {"range": "1.0.x"}}));
     e.reconcile(&mut p).await.unwrap();
     assert_eq!(latest(&p).unwrap().tag, "1.0.1");
 
@@ -814,12 +814,7 @@ async fn digest_errors_fail_the_pass_and_keep_the_previous_ref() {
     let e = env(options());
     e.add_repo("default", "repo", IMAGE, json!({}));
     e.scan("default", "repo", &["1.0.0"]);
-    let mut p = policy(
-        "default",
-        json!({"name": "repo"}),
-        &json!({"semver": {"range": "1.x"}}),
-        None,
-    );
+    let mut p = repo_policy(json!({"semver": {"range": "1.x"}}));
     p.spec.digest_reflection_policy = Some(ReflectionPolicy::IfNotPresent);
     e.fake.pass.store(1, Ordering::SeqCst);
     e.reconcile(&mut p).await.unwrap();
@@ -848,12 +843,7 @@ async fn events_and_v1beta1_fields_follow_the_latest_image() {
     let e = env(options());
     e.add_repo("default", "repo", IMAGE, json!({}));
     e.scan("default", "repo", &["5.0.0", "5.0.1"]);
-    let mut p = policy(
-        "default",
-        json!({"name": "repo"}),
-        &json!({"semver": {"range": "5.0.x"}}),
-        None,
-    );
+    let mut p = repo_policy(json!({"semver": {"range": "5.0.x"}}));
     e.reconcile(&mut p).await.unwrap();
     let first = format!("Latest image tag for {IMAGE} resolved to 5.0.1");
     assert_eq!(e.events(), vec![format!("Normal Succeeded {first}")]);
@@ -942,5 +932,49 @@ fn every_suite_is_accounted_for() {
             run.contains(&suite) || elsewhere.contains(&suite),
             "suite {suite} is not run"
         );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Whatever the user writes and the registry returns, a pass ends in a known condition, never a
+    /// panic: Ready, or Ready=False with one of the spec's reasons and a non-empty message.
+    #[test]
+    fn any_spec_and_tags_end_in_a_known_condition(
+        kind in 0u8..3,
+        range in "[ 0-9xX*^~<>=!|,.v-]{0,12}",
+        pattern in proptest::option::of("[a-z0-9.*+?()\\[\\]^$|\\\\-]{0,10}"),
+        extract in "[$a-z0-9{}]{0,6}",
+        tags in proptest::collection::vec("[a-zA-Z0-9._-]{1,12}", 0..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let e = env(options());
+            e.add_repo("default", "repo", IMAGE, json!({}));
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            e.scan("default", "repo", &tags);
+            let choice = match kind {
+                0 => json!({"semver": {"range": range}}),
+                1 => json!({"alphabetical": {"order": "desc"}}),
+                _ => json!({"numerical": {}}),
+            };
+            let filter = pattern.map(|p| json!({"pattern": p, "extract": extract}));
+            let mut p = policy("default", json!({"name": "repo"}), &choice, filter.as_ref());
+            let res = e.reconcile(&mut p).await;
+            let cs = conds(&p);
+            if conditions::is_ready(cs) {
+                assert!(res.is_ok());
+                assert!(tags.contains(&latest(&p).unwrap().tag.as_str()));
+            } else {
+                let reason = conditions::reason(cs, READY);
+                assert!(
+                    [INVALID_POLICY_REASON, FAILURE_REASON, DEPENDENCY_NOT_READY_REASON].contains(&reason),
+                    "{cs:?}"
+                );
+                assert!(!conditions::message(cs, READY).is_empty());
+                assert!(latest(&p).is_none());
+            }
+        });
     }
 }

@@ -48,20 +48,12 @@ fn should_scan_cases() {
         for (k, v) in case["setup"].as_object().unwrap() {
             merged.insert(k.clone(), v.clone());
         }
-        let spec = ImageRepositorySpec {
-            image: merged["spec.image"].as_str().unwrap().to_string(),
-            interval: merged["spec.interval"].as_str().unwrap().to_string(),
-            timeout: None,
-            secret_ref: None,
-            proxy_secret_ref: None,
-            service_account_name: None,
-            cert_secret_ref: None,
-            suspend: false,
-            access_from: None,
-            exclusion_list: strings(&merged["spec.exclusionList"]),
-            provider: None,
-            insecure: false,
-        };
+        let spec: ImageRepositorySpec = serde_json::from_value(serde_json::json!({
+            "image": merged["spec.image"],
+            "interval": merged["spec.interval"],
+            "exclusionList": merged["spec.exclusionList"],
+        }))
+        .unwrap();
         let mut status = ImageRepositoryStatus {
             observed_exclusion_list: strings(&merged["status.observedExclusionList"]),
             canonical_image_name: merged

@@ -190,6 +190,7 @@ where
         metrics: metrics.clone(),
         health: health.clone(),
         backoff: Backoff::new(flags.min_retry_delay, flags.max_retry_delay),
+        undeclared: Default::default(),
     });
 
     let outcome = if flags.enable_leader_election {

@@ -36,6 +36,7 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod reconcile;
+pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod shutdown;

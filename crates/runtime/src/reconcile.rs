@@ -37,6 +37,7 @@ use api::meta::{FINALIZER, RECONCILE_REQUEST_ANNOTATION};
 use crate::conditions::{self, ReconcileResult};
 use crate::events::EventRecorder;
 use crate::metrics::{ControllerLabels, Metrics, ObjectLabels, Timer};
+use crate::schema::{MAX_LEARNED_PER_WRITE, UndeclaredFields};
 use crate::server::Health;
 use crate::shutdown::Shutdown;
 
@@ -193,6 +194,8 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Retry backoff.
     pub backoff: Backoff,
+    /// Status fields the server's CRDs do not declare, learned from rejected status writes.
+    pub undeclared: UndeclaredFields,
 }
 
 /// Errors of the plumbing around a reconciler.
@@ -276,118 +279,35 @@ pub async fn remove_finalizer<K: FluxObject>(api: &Api<K>, obj: &K) -> Result<()
 }
 
 /// Applies `status` with server-side apply, field manager `manager`, forcing ownership.
-///
-/// Server-side apply rejects a field the installed CRD does not declare, where other writes would
-/// prune it. Flux's own v1-only CRDs lack the deprecated status fields ours keep for v1beta1
-/// clients (`latestImage`, `observedPreviousImage`), so such a field is dropped and the status
-/// applied again; the field is then left out of later writes of that kind by this process.
 pub async fn apply_status<K: FluxObject>(
     api: &Api<K>,
     obj: &K,
     status: &Value,
     manager: &str,
 ) -> Result<K, kube::Error> {
-    let kind = K::kind(&()).to_string();
-    let mut status = status.clone();
-    for path in undeclared_fields(&kind) {
-        remove_status_field(&mut status, &path);
-    }
-    loop {
-        let body = json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "metadata": {"name": obj.name_any(), "namespace": obj.namespace()},
-            "status": &status,
-        });
-        let result = api
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::apply(manager).force(),
-                &Patch::Apply(&body),
-            )
-            .await;
-        match result {
-            Err(kube::Error::Api(ref e)) => {
-                let Some(path) = undeclared_status_field(&e.message) else {
-                    return result;
-                };
-                // Each retry removes one field, so this ends.
-                if !remove_status_field(&mut status, &path) {
-                    return result;
-                }
-                tracing::info!(
-                    kind = %kind,
-                    field = %path,
-                    "the installed CRD does not declare this status field; it is left out of status writes"
-                );
-                remember_undeclared(&kind, &path);
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Status fields (dotted paths below `status`) the installed CRDs do not declare, by kind.
-static UNDECLARED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-
-fn undeclared_fields(kind: &str) -> Vec<String> {
-    UNDECLARED
-        .lock()
-        .map(|v| {
-            v.iter()
-                .filter(|(k, _)| k == kind)
-                .map(|(_, p)| p.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn remember_undeclared(kind: &str, path: &str) {
-    if let Ok(mut v) = UNDECLARED.lock()
-        && !v.iter().any(|(k, p)| k == kind && p == path)
-    {
-        v.push((kind.to_string(), path.to_string()));
-    }
-}
-
-/// The status field an API server's server-side apply error names as undeclared, e.g.
-/// `failed to create typed patch object: .status.latestImage: field not declared in schema`
-/// gives `latestImage`. Only plain dotted paths below `.status.` are recognised.
-pub(crate) fn undeclared_status_field(message: &str) -> Option<String> {
-    let rest = message.split("typed patch object").nth(1)?;
-    let (path, _) = rest.split_once(": field not declared in schema")?;
-    let path = &path[path.find(": .status.")? + ": .status.".len()..];
-    let plain = !path.is_empty()
-        && path.split('.').all(|seg| {
-            !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-    plain.then(|| path.to_string())
-}
-
-/// Removes the dotted `path` from `status`; whether it was there.
-pub(crate) fn remove_status_field(status: &mut Value, path: &str) -> bool {
-    let mut segments: Vec<&str> = path.split('.').collect();
-    let Some(last) = segments.pop() else {
-        return false;
-    };
-    let mut node = status;
-    for seg in segments {
-        match node.get_mut(seg) {
-            Some(next) => node = next,
-            None => return false,
-        }
-    }
-    node.as_object_mut()
-        .is_some_and(|map| map.remove(last).is_some())
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": obj.name_any(), "namespace": obj.namespace()},
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&body),
+    )
+    .await
 }
 
 /// Flux's deferred status handling: record the handled request, stamp `observedGeneration`
-/// when Ready or Stalled, and apply the status if it changed.
+/// when Ready or Stalled, and apply the status if it changed. Fields the server's CRD does not
+/// declare are dropped (see [`crate::schema`]).
 async fn finish_status<K: FluxObject>(
     api: &Api<K>,
     before: &Value,
     obj: &mut K,
     manager: &str,
+    undeclared: &UndeclaredFields,
 ) -> Result<(), kube::Error> {
     if let Some(v) = reconcile_request(obj).map(str::to_string) {
         obj.set_last_handled_reconcile_at(v);
@@ -397,17 +317,27 @@ async fn finish_status<K: FluxObject>(
         let g = obj.meta().generation.unwrap_or(0);
         obj.set_observed_generation(g);
     }
-    let after = obj.status_json();
-    if &after == before || after.is_null() {
-        return Ok(());
-    }
-    match apply_status(api, obj, &after, manager).await {
-        Ok(_) => Ok(()),
-        // The object is gone or going; nothing to record.
-        Err(kube::Error::Api(s)) if s.code == 404 && obj.meta().deletion_timestamp.is_some() => {
-            Ok(())
+    let kind = K::kind(&());
+    let mut after = obj.status_json();
+    let mut learned = 0;
+    loop {
+        undeclared.prune(&kind, &mut after);
+        if &after == before || after.is_null() {
+            return Ok(());
         }
-        Err(e) => Err(e),
+        match apply_status(api, obj, &after, manager).await {
+            Ok(_) => return Ok(()),
+            // The object is gone or going; nothing to record.
+            Err(kube::Error::Api(s))
+                if s.code == 404 && obj.meta().deletion_timestamp.is_some() =>
+            {
+                return Ok(());
+            }
+            Err(e) if learned < MAX_LEARNED_PER_WRITE && undeclared.learn(&kind, &e) => {
+                learned += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -478,7 +408,7 @@ where
             .await
             .map_err(Error::Reconcile)
     };
-    let patched = finish_status(&api, &before, &mut work, &ctx.manager)
+    let patched = finish_status(&api, &before, &mut work, &ctx.manager, &ctx.undeclared)
         .await
         .map_err(|e| patch_err("applying the status", obj.as_ref(), e));
     ctx.metrics.record_duration(&labels, timer.elapsed());

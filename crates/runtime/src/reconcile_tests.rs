@@ -123,6 +123,7 @@ fn context(client: kube::Client) -> Context {
         metrics: Arc::new(Metrics::new()),
         health: Health::new(),
         backoff: Backoff::new(Duration::from_millis(750), Duration::from_secs(900)),
+        undeclared: Default::default(),
     }
 }
 
@@ -404,33 +405,82 @@ fn predicate_tracks_generation_and_request_only() {
     assert_ne!(flux_predicate(&a), flux_predicate(&d));
 }
 
-#[test]
-fn an_undeclared_status_field_is_read_from_the_apply_error() {
-    let msg =
-        "failed to create typed patch object: .status.latestImage: field not declared in schema";
-    assert_eq!(undeclared_status_field(msg).as_deref(), Some("latestImage"));
-    let nested = "failed to create typed patch object (image.toolkit.fluxcd.io/v1, Kind=ImagePolicy): .status.lastScanResult.extra: field not declared in schema";
-    assert_eq!(
-        undeclared_status_field(nested).as_deref(),
-        Some("lastScanResult.extra")
-    );
-    // Not a status field, a list element, or another error: nothing to drop.
-    for other in [
-        "failed to create typed patch object: .spec.foo: field not declared in schema",
-        "failed to create typed patch object: .status.conditions[type=\"Ready\"].x: field not declared in schema",
-        "the object has been modified",
-        "failed to create typed patch object: .status.: field not declared in schema",
-    ] {
-        assert_eq!(undeclared_status_field(other), None, "{other}");
-    }
+/// A CRD without one of our status fields (Flux's own CRDs lack ImagePolicy's v1beta1 fields): the
+/// rejected write is retried without the field, and later writes leave it out from the start.
+#[tokio::test]
+async fn status_fields_the_crd_does_not_declare_are_dropped_and_remembered() {
+    let (client, handle) = mock_client();
+    let server = ApiServer::spawn(handle, |mut s| async move {
+        let status_of = |body: &[u8]| -> Value {
+            serde_json::from_slice::<Value>(body).unwrap()["status"].clone()
+        };
+        // First write: rejected as kube-apiserver 1.20 does (newer servers answer 422).
+        let (req, body) = s.next().await;
+        assert!(req.uri.path().ends_with("/w1/status"));
+        assert_eq!(status_of(&body)["lastHandledReconcileAt"], "t2");
+        s.reply(
+            500,
+            &json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+                "message": "failed to create typed patch object: .status.lastHandledReconcileAt: field not declared in schema",
+            }),
+        )
+        .await;
+        // Retried at once without it.
+        let (_, body) = s.next().await;
+        let st = status_of(&body);
+        assert_eq!(st.get("lastHandledReconcileAt"), None);
+        assert_eq!(st["observedGeneration"], 2);
+        assert_eq!(st["conditions"][0]["type"], "Ready");
+        s.reply(
+            200,
+            &serde_json::to_value(widget(true, None, None)).unwrap(),
+        )
+        .await;
+        // The next object's write leaves the field out from the start.
+        let (_, body) = s.next().await;
+        assert_eq!(status_of(&body).get("lastHandledReconcileAt"), None);
+        s.reply(
+            200,
+            &serde_json::to_value(widget(true, None, None)).unwrap(),
+        )
+        .await;
+    });
+    let probe = Probe {
+        mark_ready: true,
+        ..Probe::default()
+    };
+    let ctx = context(client);
+    run_once(widget(true, Some("t2"), Some("t1")), &probe, &ctx)
+        .await
+        .unwrap();
+    run_once(widget(true, Some("t3"), None), &probe, &ctx)
+        .await
+        .unwrap();
+    server.finish().await;
 }
 
-#[test]
-fn removing_a_status_field_reports_whether_it_was_there() {
-    let mut status = json!({"latestImage": "a:1", "lastScanResult": {"tagCount": 2, "extra": 1}});
-    assert!(remove_status_field(&mut status, "latestImage"));
-    assert!(!remove_status_field(&mut status, "latestImage"));
-    assert!(remove_status_field(&mut status, "lastScanResult.extra"));
-    assert!(!remove_status_field(&mut status, "missing.field"));
-    assert_eq!(status, json!({"lastScanResult": {"tagCount": 2}}));
+/// Other rejections are returned as errors, not retried.
+#[tokio::test]
+async fn other_status_rejections_fail_the_write() {
+    let (client, handle) = mock_client();
+    let server = ApiServer::spawn(handle, |mut s| async move {
+        let _ = s.next().await;
+        s.reply(
+            422,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422,
+                    "message": "status.observedGeneration: Invalid value"}),
+        )
+        .await;
+    });
+    let ctx = context(client);
+    let err = run_once(
+        widget(true, Some("t2"), Some("t1")),
+        &Probe::default(),
+        &ctx,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("Invalid value"), "{err}");
+    server.finish().await;
 }
