@@ -170,15 +170,15 @@ pub fn kubectl_at(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Resu
     Ok(KubectlOutput { stdout, stderr })
 }
 
-/// A binary of this workspace built next to the running test (target/<profile>/), e.g. a controller
-/// that `cargo test --workspace` built.
-pub fn workspace_binary(name: &str) -> Result<String> {
+/// The path of controller binary `name`, built next to the running test (target/<profile>/) by
+/// `cargo build --workspace --bins` (as `make test` does).
+pub fn controller_binary(name: &str) -> Result<String> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .context("test executable has no target dir")?;
-    let path: PathBuf = dir.join(name);
+    let path = dir.join(name);
     if !path.exists() {
         bail!(
             "{} is not built: run `cargo build --workspace --bins` (make test does)",

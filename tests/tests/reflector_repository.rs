@@ -65,7 +65,7 @@ impl Shard {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Process::start(&e2e::workspace_binary(REFLECTOR)?, &args)
+        let p = Process::start(&e2e::controller_binary(REFLECTOR)?, &args)
             .context("starting the controller")?;
         p.wait_for(&p.health, "/readyz", 200)
             .map_err(anyhow::Error::msg)?;
