@@ -5,11 +5,11 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use e2e::{repo_root, workspace_binary};
+use e2e::{controller_binary, repo_root};
 
 #[test]
 fn the_short_demo_shows_status_and_both_commits() -> Result<()> {
-    let reflector = std::path::PathBuf::from(workspace_binary("image-reflector-controller")?);
+    let reflector = std::path::PathBuf::from(controller_binary("image-reflector-controller")?);
     let bin_dir = reflector.parent().context("binary dir")?;
     // The environment the test harness found (process environment or target/testenv/env).
     let admin = e2e::testenv_var(e2e::KUBECONFIG_ADMIN)?;

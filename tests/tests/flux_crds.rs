@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use e2e::{
-    eventually, kube_sh, kubectl_at, kustomize_default, private_state_dir, repo_root,
-    yaml_documents,
+    controller_binary, eventually, kube_sh, kubectl_at, kustomize_default, private_state_dir,
+    repo_root, yaml_documents,
 };
 use runtime::test_support::Process;
 use serde_json::{Value, json};
@@ -231,11 +231,11 @@ spec:
     let git_cache = tempfile::tempdir()?;
     let git_cache_path = format!("--git-cache-path={}", git_cache.path().display());
     let reflector = Process::start(
-        &workspace_binary("image-reflector-controller")?,
+        &controller_binary("image-reflector-controller")?,
         &[&reflector_kubeconfig, &storage_path, "--log-encoding=json"],
     )?;
     let automation = Process::start(
-        &workspace_binary("image-automation-controller")?,
+        &controller_binary("image-automation-controller")?,
         &[
             &automation_kubeconfig,
             &git_cache_path,

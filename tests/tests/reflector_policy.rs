@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
-    KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, condition, create_namespace, eventually,
-    kubectl_with_input, testenv_var, unique_name, workspace_binary,
+    KUBECONFIG_ADMIN, KUBECONFIG_REFLECTOR, admin_client, condition, controller_binary,
+    create_namespace, eventually, kubectl_with_input, testenv_var, unique_name,
 };
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::Api;
@@ -54,7 +54,7 @@ impl Shard {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Process::start(&workspace_binary(REFLECTOR)?, &args)
+        let p = Process::start(&controller_binary(REFLECTOR)?, &args)
             .context("starting the controller")?;
         p.wait_for(&p.health, "/readyz", 200)
             .map_err(anyhow::Error::msg)?;
