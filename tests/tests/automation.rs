@@ -371,6 +371,27 @@ async fn the_guide_updates_main_and_reverts() -> Result<()> {
         "no push event: {events:?}"
     );
 
+    // Flux's metrics, plus push latency and per-repository Git operation timings.
+    let (code, metrics) =
+        Process::get(&w.controller.metrics, "/metrics").context("GET /metrics")?;
+    ensure!(code == 200, "/metrics answered {code}");
+    let url = testenv::env().git_url(GitTransport::HttpBasic, &w.repo)?;
+    for series in [
+        "gotk_reconcile_duration_seconds_count{kind=\"ImageUpdateAutomation\"".to_owned(),
+        format!("gotk_push_latency_seconds_count{{repository=\"{url}\"}}"),
+        format!(
+            "gotk_git_operation_duration_seconds_count{{repository=\"{url}\",operation=\"checkout\"}}"
+        ),
+        format!(
+            "gotk_git_operation_duration_seconds_count{{repository=\"{url}\",operation=\"commit\"}}"
+        ),
+        format!(
+            "gotk_git_operation_duration_seconds_count{{repository=\"{url}\",operation=\"push\"}}"
+        ),
+    ] {
+        ensure!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
+
     // Revert: the policy goes back to 5.0.0; the policy watch runs the automation at once.
     w.policy("podinfo", PODINFO, "5.0.0").await?;
     let back = w.wait_for_commit("main", &head).await?;
@@ -689,6 +710,30 @@ async fn bad_input_gives_conditions_and_no_commit() -> Result<()> {
             .iter()
             .any(|(t, r, _)| t == "Warning" && r == "GitOperationFailed"),
         "{events:?}"
+    );
+    // A policy that is not ready (no latestRef yet) is left out, as Flux does: nothing to apply.
+    w.create(
+        &flux("ImagePolicy"),
+        json!({"apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
+               "metadata": {"name": "pending", "namespace": w.ns, "labels": {"app": "pending"}},
+               "spec": {"imageRepositoryRef": {"name": "pending"}, "policy": {"semver": {"range": "1.x"}}}}),
+    )
+    .await?;
+    w.automation(
+        "not-ready",
+        json!({"policySelector": {"matchLabels": {"app": "pending"}}}),
+    )
+    .await?;
+    w.wait_for_condition("not-ready", "Ready", "True", "Succeeded")
+        .await?;
+    let status = w.automation_obj("not-ready").await?["status"].clone();
+    ensure!(
+        status["observedPolicies"].is_null() && status["lastPushCommit"].is_null(),
+        "{status}"
+    );
+    ensure!(
+        status["observedSourceRevision"] == format!("main@sha1:{seed}"),
+        "{status}"
     );
     assert_eq!(w.head("main")?, seed, "bad input led to a commit");
     Ok(())
