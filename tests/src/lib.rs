@@ -84,6 +84,23 @@ pub async fn create_namespace(client: &Client, prefix: &str) -> Result<String> {
     Ok(name)
 }
 
+/// The path of binary `name` built next to the running test (target/<profile>/), by `cargo test --workspace`.
+pub fn binary(name: &str) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` (make test does)",
+            path.display()
+        );
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// Retry `attempt` until it succeeds or [`LIVENESS`] passes; then return its last error, naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
 where

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
-    KUBECONFIG_AUTOMATION, admin_client, create_namespace, eventually, testenv_var, unique_name,
+    KUBECONFIG_AUTOMATION, admin_client, binary, create_namespace, eventually, testenv_var,
+    unique_name,
 };
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
@@ -22,21 +23,6 @@ const GUIDE_DEPLOYMENT: &str =
     include_str!("../../examples/guide/clusters/my-cluster/podinfo-deployment.yaml");
 const DEPLOYMENT_PATH: &str = "clusters/my-cluster/podinfo-deployment.yaml";
 const GUIDE_TEMPLATE: &str = "{{range .Updated.Images}}{{println .}}{{end}}";
-
-fn binary(name: &str) -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path: PathBuf = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
-}
 
 fn resource(group: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
