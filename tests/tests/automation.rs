@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
-    KUBECONFIG_AUTOMATION, admin_client, create_namespace, eventually, testenv_var, unique_name,
+    KUBECONFIG_AUTOMATION, admin_client, controller_binary, create_namespace, eventually,
+    testenv_var, unique_name,
 };
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
@@ -22,21 +23,6 @@ const GUIDE_DEPLOYMENT: &str =
     include_str!("../../examples/guide/clusters/my-cluster/podinfo-deployment.yaml");
 const DEPLOYMENT_PATH: &str = "clusters/my-cluster/podinfo-deployment.yaml";
 const GUIDE_TEMPLATE: &str = "{{range .Updated.Images}}{{println .}}{{end}}";
-
-fn binary(name: &str) -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path: PathBuf = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
-}
 
 fn resource(group: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
@@ -87,7 +73,7 @@ impl World {
             "--log-level=debug".to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let controller = Process::start(&binary("image-automation-controller")?, &args)
+        let controller = Process::start(&controller_binary("image-automation-controller")?, &args)
             .context("starting image-automation-controller")?;
         let world = World {
             client,
@@ -370,6 +356,27 @@ async fn the_guide_updates_main_and_reverts() -> Result<()> {
             && *m == format!("pushed commit '{short}' to branch 'main'\n{PODINFO}:5.0.3\n")),
         "no push event: {events:?}"
     );
+
+    // Flux's metrics, plus push latency and per-repository Git operation timings.
+    let (code, metrics) =
+        Process::get(&w.controller.metrics, "/metrics").context("GET /metrics")?;
+    ensure!(code == 200, "/metrics answered {code}");
+    let url = testenv::env().git_url(GitTransport::HttpBasic, &w.repo)?;
+    for series in [
+        "gotk_reconcile_duration_seconds_count{kind=\"ImageUpdateAutomation\"".to_owned(),
+        format!("gotk_push_latency_seconds_count{{repository=\"{url}\"}}"),
+        format!(
+            "gotk_git_operation_duration_seconds_count{{repository=\"{url}\",operation=\"checkout\"}}"
+        ),
+        format!(
+            "gotk_git_operation_duration_seconds_count{{repository=\"{url}\",operation=\"commit\"}}"
+        ),
+        format!(
+            "gotk_git_operation_duration_seconds_count{{repository=\"{url}\",operation=\"push\"}}"
+        ),
+    ] {
+        ensure!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
 
     // Revert: the policy goes back to 5.0.0; the policy watch runs the automation at once.
     w.policy("podinfo", PODINFO, "5.0.0").await?;
@@ -690,6 +697,30 @@ async fn bad_input_gives_conditions_and_no_commit() -> Result<()> {
             .any(|(t, r, _)| t == "Warning" && r == "GitOperationFailed"),
         "{events:?}"
     );
+    // A policy that is not ready (no latestRef yet) is left out, as Flux does: nothing to apply.
+    w.create(
+        &flux("ImagePolicy"),
+        json!({"apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
+               "metadata": {"name": "pending", "namespace": w.ns, "labels": {"app": "pending"}},
+               "spec": {"imageRepositoryRef": {"name": "pending"}, "policy": {"semver": {"range": "1.x"}}}}),
+    )
+    .await?;
+    w.automation(
+        "not-ready",
+        json!({"policySelector": {"matchLabels": {"app": "pending"}}}),
+    )
+    .await?;
+    w.wait_for_condition("not-ready", "Ready", "True", "Succeeded")
+        .await?;
+    let status = w.automation_obj("not-ready").await?["status"].clone();
+    ensure!(
+        status["observedPolicies"].is_null() && status["lastPushCommit"].is_null(),
+        "{status}"
+    );
+    ensure!(
+        status["observedSourceRevision"] == format!("main@sha1:{seed}"),
+        "{status}"
+    );
     assert_eq!(w.head("main")?, seed, "bad input led to a commit");
     Ok(())
 }
@@ -731,7 +762,7 @@ async fn the_guide_end_to_end_on_both_controllers() -> Result<()> {
     let label = ("e2e-shard".to_owned(), unique_name("guide")?);
     let storage = tempfile::tempdir()?;
     let reflector = Process::start(
-        &binary("image-reflector-controller")?,
+        &controller_binary("image-reflector-controller")?,
         &[
             &format!("--kubeconfig={}", testenv_var(e2e::KUBECONFIG_REFLECTOR)?),
             &format!("--watch-label-selector={}={}", label.0, label.1),
@@ -740,7 +771,7 @@ async fn the_guide_end_to_end_on_both_controllers() -> Result<()> {
     )?;
     let cache = tempfile::tempdir()?;
     let automation = Process::start(
-        &binary("image-automation-controller")?,
+        &controller_binary("image-automation-controller")?,
         &[
             &format!("--kubeconfig={}", testenv_var(KUBECONFIG_AUTOMATION)?),
             &format!("--watch-label-selector={}={}", label.0, label.1),

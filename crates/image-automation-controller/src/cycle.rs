@@ -290,3 +290,143 @@ pub fn push_summary(commit: &str, branches: &Branches, message: &str) -> String 
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::git_repository::GitRepositoryRef;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const DEPLOY: &str = "kind: Deployment\nmetadata:\n  name: app\nspec:\n  image: app:1.0 # {\"$imagepolicy\": \"ns:app\"}\n";
+
+    fn job(path: &str, template: &str) -> Job {
+        Job {
+            automation: NamespacedName {
+                namespace: "ns".into(),
+                name: "auto".into(),
+            },
+            remote: Remote {
+                url: "http://h/r".into(),
+                auth: BTreeMap::new(),
+                proxy: None,
+                timeout: Duration::from_secs(1),
+            },
+            branches: Branches {
+                checkout: GitRepositoryRef::default(),
+                push_branch: "main".into(),
+                switch_branch: false,
+                refspec: None,
+                push_options: BTreeMap::new(),
+            },
+            commit: CommitSettings {
+                author_name: "bot".into(),
+                author_email: "bot@example.com".into(),
+                template: template.into(),
+                values: None,
+                signing: None,
+            },
+            update_path: path.into(),
+            policies: [(
+                "ns:app".to_owned(),
+                setters::ImageRef::parse("app:2.0").unwrap(),
+            )]
+            .into(),
+            started: Instant::now(),
+        }
+    }
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, t) in files {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn updates_under_the_path_and_renders_the_message() {
+        let d = tree(&[("apps/deploy.yaml", DEPLOY), ("other/deploy.yaml", DEPLOY)]);
+        let msg = update(
+            d.path(),
+            &job(
+                "./apps",
+                "{{ range $f, $_ := .Changed.FileChanges }}{{ $f }}{{ end }}",
+            ),
+        )
+        .unwrap();
+        assert_eq!(msg.as_deref(), Some("deploy.yaml"));
+        let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
+        assert_eq!(
+            read("apps/deploy.yaml"),
+            DEPLOY.replace("app:1.0", "app:2.0")
+        );
+        assert_eq!(read("other/deploy.yaml"), DEPLOY);
+        // Nothing left to change.
+        assert_eq!(update(d.path(), &job("apps", "")).unwrap(), None);
+        // The default message.
+        let d = tree(&[("deploy.yaml", DEPLOY)]);
+        assert_eq!(
+            update(d.path(), &job("", "")).unwrap().as_deref(),
+            Some("Update from image update automation")
+        );
+    }
+
+    #[test]
+    fn a_template_error_writes_nothing() {
+        let d = tree(&[("deploy.yaml", DEPLOY)]);
+        let err = update(d.path(), &job("", "{{ .Nope }")).unwrap_err();
+        assert_eq!(err.reason(), GIT_OPERATION_FAILED_REASON);
+        assert!(
+            err.message().starts_with(
+                "failed to update source: unable to create commit message template from spec"
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("deploy.yaml")).unwrap(),
+            DEPLOY
+        );
+    }
+
+    #[test]
+    fn an_unparsable_file_fails_the_job_and_writes_nothing() {
+        let broken = format!("{DEPLOY}  bad: [unclosed\n");
+        let d = tree(&[("a.yaml", DEPLOY), ("b.yaml", &broken)]);
+        let err = update(d.path(), &job("", "")).unwrap_err();
+        assert_eq!(err.reason(), UPDATE_FAILED_REASON);
+        assert!(
+            err.message()
+                .starts_with("failed to apply policies: b.yaml: "),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a.yaml")).unwrap(),
+            DEPLOY
+        );
+    }
+
+    #[test]
+    fn a_missing_path_fails_the_job() {
+        let d = tree(&[("deploy.yaml", DEPLOY)]);
+        let err = update(d.path(), &job("../../nope", "")).unwrap_err();
+        assert_eq!(err.reason(), UPDATE_FAILED_REASON);
+        assert!(err.message().contains("walking path for files"), "{err}");
+    }
+
+    #[test]
+    fn push_summaries_name_commit_branch_refspec_and_message() {
+        let mut b = job("", "").branches;
+        assert_eq!(
+            push_summary("0123456789abcdef", &b, ""),
+            "pushed commit '0123456' to branch 'main'"
+        );
+        b.refspec = Some("refs/heads/main:refs/heads/x".into());
+        assert_eq!(
+            push_summary("0123456789abcdef", &b, "msg"),
+            "pushed commit '0123456' to branch 'main' and refspecs 'refs/heads/main:refs/heads/x'\nmsg"
+        );
+    }
+}

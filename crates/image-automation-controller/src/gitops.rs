@@ -40,8 +40,10 @@ impl GitCache {
         })
     }
 
-    fn dir_for(&self, url: &str) -> PathBuf {
-        let hash = Sha256::digest(url.as_bytes());
+    /// One clone per (URL, push branch): the writers of different branches of one repository run
+    /// concurrently and must not share a work tree.
+    fn dir_for(&self, url: &str, push_branch: &str) -> PathBuf {
+        let hash = Sha256::digest(format!("{url}\n{push_branch}").as_bytes());
         let name: String = hash.iter().take(12).map(|b| format!("{b:02x}")).collect();
         self.root.join(name)
     }
@@ -543,7 +545,7 @@ pub fn checkout(
     branches: &Branches,
 ) -> Result<Workspace, Failure> {
     let access = access(remote)?;
-    let dir = cache.dir_for(&remote.url);
+    let dir = cache.dir_for(&remote.url, &branches.push_branch);
     let fresh = !dir.join(".git").exists();
     if fresh {
         std::fs::create_dir_all(&dir).map_err(|e| {
@@ -640,6 +642,12 @@ pub fn checkout(
     ws.git(&["checkout", "-q", "-f", "-B", &branches.push_branch, &base])
         .map_err(fail)?;
     ws.git(&["clean", "-q", "-ffdx"]).map_err(fail)?;
+    // The directory's time orders eviction (least recently used first).
+    if let Err(e) =
+        std::fs::File::open(&ws.dir).and_then(|d| d.set_modified(std::time::SystemTime::now()))
+    {
+        tracing::debug!(error = %e, "unable to mark the clone as used");
+    }
     cache.evict(&ws.dir);
     Ok(ws)
 }

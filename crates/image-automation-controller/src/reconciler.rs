@@ -22,6 +22,31 @@ use crate::source::{self, Failure, ResolveOptions};
 /// Ready message of a successful run.
 pub const READY_MESSAGE: &str = "repository up-to-date";
 
+/// The event of a run (§6.4): a push or a recovery is `Normal`, a failure `Warning`, anything
+/// else a `Trace`. `ready` is the final Ready condition's (reason, message).
+fn event(
+    old_ready: bool,
+    new_ready: bool,
+    push_summary: Option<String>,
+    sync_needed: bool,
+    ready: (String, String),
+) -> (EventType, String, String) {
+    let (reason, message) = ready;
+    if new_ready && (!old_ready || push_summary.is_some()) {
+        (EventType::Normal, reason, push_summary.unwrap_or(message))
+    } else if !new_ready {
+        (EventType::Warning, reason, message)
+    } else if !sync_needed {
+        (
+            EventType::Trace,
+            SUCCEEDED_REASON.to_owned(),
+            "no change since last reconciliation".to_owned(),
+        )
+    } else {
+        (EventType::Trace, SUCCEEDED_REASON.to_owned(), message)
+    }
+}
+
 /// The reconciler of ImageUpdateAutomations.
 pub struct Automation {
     /// API client.
@@ -181,31 +206,17 @@ impl Reconciler<ImageUpdateAutomation> for Automation {
         c.mark_retrying();
         let ready = conditions::get(c.list(), READY).cloned();
         let new_ready = conditions::is_ready(c.list());
-        drop(c);
-
-        // Events (§6.4).
-        let (reason, message) = ready
-            .as_ref()
-            .map(|r| (r.reason.clone(), r.message.clone()))
-            .unwrap_or_default();
-        let event = if new_ready && (old_ready && summary.is_some() || !old_ready) {
-            Some((EventType::Normal, reason, summary.unwrap_or(message)))
-        } else if !new_ready {
-            Some((EventType::Warning, reason, message))
-        } else if !sync_needed {
-            Some((
-                EventType::Trace,
-                SUCCEEDED_REASON.to_owned(),
-                "no change since last reconciliation".to_owned(),
-            ))
-        } else {
-            Some((EventType::Trace, SUCCEEDED_REASON.to_owned(), message))
-        };
-        if let Some((t, reason, message)) = event {
-            self.recorder
-                .publish_for(obj, t, &reason, &message, BTreeMap::new())
-                .await;
-        }
+        let (reason, message) = ready.map(|r| (r.reason, r.message)).unwrap_or_default();
+        let (t, reason, message) = event(
+            old_ready,
+            new_ready,
+            summary,
+            sync_needed,
+            (reason, message),
+        );
+        self.recorder
+            .publish_for(obj, t, &reason, &message, BTreeMap::new())
+            .await;
         match finalized {
             Ok(()) => Ok(result),
             Err(conditions::FinalizeError::Reconcile(f)) => Err(f),
@@ -217,5 +228,61 @@ impl Reconciler<ImageUpdateAutomation> for Automation {
 
     async fn cleanup(&self, _obj: &ImageUpdateAutomation) -> Result<(), Failure> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> (String, String) {
+        (SUCCEEDED_REASON.to_owned(), READY_MESSAGE.to_owned())
+    }
+
+    #[test]
+    fn events_follow_flux() {
+        let pushed = Some("pushed commit 'rev' to branch 'branch'\ntest commit message".to_owned());
+        let e = |old, new, push: Option<String>, sync, r| {
+            let (t, reason, message) = event(old, new, push, sync, r);
+            (t, format!("{reason} {message}"))
+        };
+        assert_eq!(
+            e(false, true, None, true, ready()),
+            (EventType::Normal, "Succeeded repository up-to-date".into())
+        );
+        assert_eq!(
+            e(true, true, None, false, ready()),
+            (
+                EventType::Trace,
+                "Succeeded no change since last reconciliation".into()
+            )
+        );
+        assert_eq!(
+            e(true, true, None, true, ready()),
+            (EventType::Trace, "Succeeded repository up-to-date".into())
+        );
+        assert_eq!(
+            e(true, true, pushed.clone(), true, ready()),
+            (
+                EventType::Normal,
+                "Succeeded pushed commit 'rev' to branch 'branch'\ntest commit message".into()
+            )
+        );
+        assert_eq!(
+            e(
+                true,
+                false,
+                None,
+                true,
+                (
+                    "GitOperationFailed".into(),
+                    "failed to checkout source".into()
+                )
+            ),
+            (
+                EventType::Warning,
+                "GitOperationFailed failed to checkout source".into()
+            )
+        );
     }
 }
