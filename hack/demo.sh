@@ -149,8 +149,8 @@ trap cleanup EXIT
 if [ -n "${DEMO_BIN_DIR:-}" ]; then
   BIN=$DEMO_BIN_DIR
 else
-  say "Building both controllers (cargo build)"
-  cargo build -q -p image-reflector-controller -p image-automation-controller
+  say "Building both controllers (cargo build; minutes on a fresh checkout)"
+  cargo build -p image-reflector-controller -p image-automation-controller
   BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug
 fi
 for b in image-reflector-controller image-automation-controller; do
