@@ -478,9 +478,19 @@ mod tests {
 
     #[test]
     fn every_upstream_flag_exists() {
-        for (cmd, names) in [
-            (Reflector::command(), REFLECTOR_UPSTREAM_FLAGS),
-            (Automation::command(), AUTOMATION_UPSTREAM_FLAGS),
+        // Ours adds --kubeconfig to both (plus clap's --help/--version), and the automation
+        // controller its Git clone cache.
+        for (cmd, names, ours_only) in [
+            (
+                Reflector::command(),
+                REFLECTOR_UPSTREAM_FLAGS,
+                &["kubeconfig"][..],
+            ),
+            (
+                Automation::command(),
+                AUTOMATION_UPSTREAM_FLAGS,
+                &["kubeconfig", "git-cache-path", "git-cache-max-size"][..],
+            ),
         ] {
             let ours: Vec<String> = cmd
                 .get_arguments()
@@ -493,12 +503,12 @@ mod tests {
                     cmd.get_name()
                 );
             }
-            // Ours adds only --kubeconfig (plus clap's --help/--version).
-            let extra: Vec<&String> = ours
+            let extra: Vec<&str> = ours
                 .iter()
-                .filter(|o| !names.contains(&o.as_str()))
+                .map(String::as_str)
+                .filter(|o| !names.contains(o))
                 .collect();
-            assert_eq!(extra, vec!["kubeconfig"], "{}", cmd.get_name());
+            assert_eq!(extra, ours_only, "{}", cmd.get_name());
         }
     }
 
