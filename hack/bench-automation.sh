@@ -27,11 +27,19 @@ AUTOMATIONS="${BENCH_AUTOMATIONS:-100}"
 REPOS="${BENCH_REPOS:-10}"
 REG="$TESTENV_REGISTRY_ANON"
 
+# BENCH_PROFILE=debug uses the binaries `cargo test`/`cargo build` left (no release build; slower binaries).
+PROFILE="${BENCH_PROFILE:-release}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-(cd "$ROOT" && cargo build --release -q -p image-automation-controller -p image-reflector-controller -p testenv \
-  --bin image-automation-controller --bin image-reflector-controller --bin testenv-server)
-IAC="$TARGET/release/image-automation-controller"
-IRC="$TARGET/release/image-reflector-controller"
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --release -q -p image-automation-controller -p image-reflector-controller -p testenv \
+    --bin image-automation-controller --bin image-reflector-controller --bin testenv-server)
+else
+  (cd "$ROOT" && cargo build -q -p image-automation-controller -p image-reflector-controller -p testenv \
+    --bin image-automation-controller --bin image-reflector-controller --bin testenv-server)
+fi
+IAC="$TARGET/$PROFILE/image-automation-controller"
+IRC="$TARGET/$PROFILE/image-reflector-controller"
+SERVER="$TARGET/$PROFILE/testenv-server"
 
 KUBECTL=(kubectl --kubeconfig "$TESTENV_KUBECONFIG" --cache-dir "$TESTENV_DIR/kubectl-cache")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -109,7 +117,7 @@ EOF
 latency() {
   local id="bench-lat-$(date +%s%N | tail -c 9)"
   local ns="$id" repo="$id" prefix="$id"
-  "$TARGET/release/testenv-server" push --registry "$REG" --prefix "$prefix" --repos 1 --tags 1 >/dev/null
+  "$SERVER" push --registry "$REG" --prefix "$prefix" --repos 1 --tags 1 >/dev/null
   local image="$REG/$prefix-0"
   local work; work="$(mktemp -d)"; TMP+=("$work")
   printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: %s:t0000 # {"$imagepolicy": "%s:app"}\n' \
