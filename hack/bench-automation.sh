@@ -191,7 +191,8 @@ wait_landed() {
     local missing=0
     for r in $(seq 0 $((REPOS - 1))); do
       local bare="$TESTENV_GIT_ROOT/$id-$r.git"
-      local n; n="$(git_ --git-dir "$bare" grep -c ":$tag #" main -- 2>/dev/null | awk -F: '{s+=$NF} END {print s+0}')"
+      # git grep exits 1 when nothing matches yet.
+      local n; n="$({ git_ --git-dir "$bare" grep -c ":$tag #" main -- 2>/dev/null || true; } | awk -F: '{s+=$NF} END {print s+0}')"
       missing=$(( missing + (AUTOMATIONS / REPOS) - n ))
     done
     [ "$missing" -le 0 ] && return 0
