@@ -27,11 +27,19 @@ AUTOMATIONS="${BENCH_AUTOMATIONS:-100}"
 REPOS="${BENCH_REPOS:-10}"
 REG="$TESTENV_REGISTRY_ANON"
 
+# BENCH_PROFILE=debug uses the binaries `cargo test`/`cargo build` left (no release build; slower binaries).
+PROFILE="${BENCH_PROFILE:-release}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-(cd "$ROOT" && cargo build --release -q -p image-automation-controller -p image-reflector-controller -p testenv \
-  --bin image-automation-controller --bin image-reflector-controller --bin testenv-server)
-IAC="$TARGET/release/image-automation-controller"
-IRC="$TARGET/release/image-reflector-controller"
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --release -q -p image-automation-controller -p image-reflector-controller -p testenv \
+    --bin image-automation-controller --bin image-reflector-controller --bin testenv-server)
+else
+  (cd "$ROOT" && cargo build -q -p image-automation-controller -p image-reflector-controller -p testenv \
+    --bin image-automation-controller --bin image-reflector-controller --bin testenv-server)
+fi
+IAC="$TARGET/$PROFILE/image-automation-controller"
+IRC="$TARGET/$PROFILE/image-reflector-controller"
+SERVER="$TARGET/$PROFILE/testenv-server"
 
 KUBECTL=(kubectl --kubeconfig "$TESTENV_KUBECONFIG" --cache-dir "$TESTENV_DIR/kubectl-cache")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -109,7 +117,7 @@ EOF
 latency() {
   local id="bench-lat-$(date +%s%N | tail -c 9)"
   local ns="$id" repo="$id" prefix="$id"
-  "$TARGET/release/testenv-server" push --registry "$REG" --prefix "$prefix" --repos 1 --tags 1 >/dev/null
+  "$SERVER" push --registry "$REG" --prefix "$prefix" --repos 1 --tags 1 >/dev/null
   local image="$REG/$prefix-0"
   local work; work="$(mktemp -d)"; TMP+=("$work")
   printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: %s:t0000 # {"$imagepolicy": "%s:app"}\n' \
@@ -165,12 +173,15 @@ EOF
 # Writes every policy's latestRef (tag $2) through the status subresource, $1 = namespace.
 set_policies() {
   local ns="$1" tag="$2"
+  local -a batch=()
   for i in $(seq 0 $((AUTOMATIONS - 1))); do
     "${KUBECTL[@]}" patch -n "$ns" imagepolicy "p$i" --subresource=status --type=merge \
       -p "{\"status\":{\"latestRef\":{\"name\":\"example.com/app$i\",\"tag\":\"$tag\"}}}" >/dev/null &
-    if (( i % 20 == 19 )); then wait; fi
+    batch+=($!)
+    # Only these kubectl processes: a bare `wait` would also wait for the controller.
+    if (( i % 20 == 19 )); then wait "${batch[@]}"; batch=(); fi
   done
-  wait
+  [ ${#batch[@]} -eq 0 ] || wait "${batch[@]}"
 }
 
 # Waits until every automation's file carries tag $2 on its remote; $1 = id.
@@ -180,7 +191,8 @@ wait_landed() {
     local missing=0
     for r in $(seq 0 $((REPOS - 1))); do
       local bare="$TESTENV_GIT_ROOT/$id-$r.git"
-      local n; n="$(git_ --git-dir "$bare" grep -c ":$tag #" main -- 2>/dev/null | awk -F: '{s+=$NF} END {print s+0}')"
+      # git grep exits 1 when nothing matches yet.
+      local n; n="$({ git_ --git-dir "$bare" grep -c ":$tag #" main -- 2>/dev/null || true; } | awk -F: '{s+=$NF} END {print s+0}')"
       missing=$(( missing + (AUTOMATIONS / REPOS) - n ))
     done
     [ "$missing" -le 0 ] && return 0
