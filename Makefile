@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CRD_DIR := config/crd/bases
 
-.PHONY: build test e2e lint fmt crds testenv-up testenv-down fuzz dist
+.PHONY: build test demo e2e lint fmt crds testenv-up testenv-down fuzz dist
 
 ## build: compile every crate, tests and benches included
 build:
@@ -11,6 +11,11 @@ build:
 ## test: start the test environment (installing what it needs), run every test, stop it, check nothing leaked
 test:
 	hack/test.sh
+
+## demo: the Flux guide end to end on this machine (registry, Git server, API server, both controllers);
+## KEEP=1 leaves everything running
+demo:
+	hack/demo.sh
 
 ## e2e: like test, but only the end-to-end package in tests/
 e2e:
@@ -24,9 +29,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate config/crd/bases from the API types
+## crds: regenerate config/crd/bases from the API types, and the Helm chart's copy of them
+CHART_CRD_DIR := charts/flux-image-automation/crds
 crds:
 	$(CARGO) run -q -p api --bin crdgen -- $(CRD_DIR)
+	rm -f $(CHART_CRD_DIR)/*.yaml
+	cp $(CRD_DIR)/*.yaml $(CHART_CRD_DIR)/
 
 ## fuzz: run each fuzz target for FUZZ_SECONDS (nightly toolchain; not part of `make test`)
 FUZZ_SECONDS ?= 600

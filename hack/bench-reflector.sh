@@ -15,7 +15,7 @@
 #   BENCH_OBJECTS=1000 hack/bench-reflector.sh   # 1,000 objects x 1,000 tags stored (RSS)
 #
 # Variables: BENCH_REPOS (100), BENCH_TAGS (1000), BENCH_OBJECTS (= BENCH_REPOS), BENCH_RUNS (3),
-# BENCH_SKOPEO (1: also time skopeo; 0: skip).
+# BENCH_SKOPEO (1: also time skopeo; 0: skip), BENCH_PROFILE (release; dev only to try the script).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,16 +39,18 @@ if [ "$SKOPEO" = 1 ] && ! command -v skopeo >/dev/null; then
   fi
 fi
 
+PROFILE="${BENCH_PROFILE:-release}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-(cd "$ROOT" && cargo build --release -q -p image-reflector-controller -p testenv --bin image-reflector-controller --bin testenv-server)
-BIN="$TARGET/release/image-reflector-controller"
+(cd "$ROOT" && cargo build --profile "$PROFILE" -q -p image-reflector-controller -p testenv --bin image-reflector-controller --bin testenv-server)
+[ "$PROFILE" = dev ] && PROFILE=debug
+BIN="$TARGET/$PROFILE/image-reflector-controller"
 
 # Setup, once per test environment: the registry's storage lives in $TESTENV_DIR.
 MARK="$TESTENV_DIR/bench-$PREFIX-$REPOS.pushed"
 if [ ! -f "$MARK" ]; then
   echo "pushing $REPOS repositories x $TAGS tags to $REG (cached in $TESTENV_DIR) ..."
   start=$(date +%s.%N)
-  "$TARGET/release/testenv-server" push --registry "$REG" --prefix "$PREFIX" --repos "$REPOS" --tags "$TAGS"
+  "$TARGET/$PROFILE/testenv-server" push --registry "$REG" --prefix "$PREFIX" --repos "$REPOS" --tags "$TAGS"
   echo "pushed in $(echo "$(date +%s.%N) - $start" | bc) s"
   touch "$MARK"
 fi

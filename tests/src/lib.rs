@@ -126,7 +126,12 @@ pub fn kubectl_with_input(
     args: &[&str],
     input: Option<&str>,
 ) -> Result<KubectlOutput> {
-    let kubeconfig = PathBuf::from(testenv_var(kubeconfig_var)?);
+    kubectl_at(&PathBuf::from(testenv_var(kubeconfig_var)?), args, input)
+}
+
+/// Runs `kubectl` with the kubeconfig at `kubeconfig` (e.g. a second API server's), `input` on its standard
+/// input; returns both output streams, or an error carrying them.
+pub fn kubectl_at(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Result<KubectlOutput> {
     // Discovery is cached per server address; keep it with this environment, not in $HOME.
     let cache_dir = kubeconfig
         .parent()
@@ -134,7 +139,7 @@ pub fn kubectl_with_input(
         .join("kubectl-cache");
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .arg("--cache-dir")
         .arg(&cache_dir)
         .args(args)
@@ -191,6 +196,74 @@ pub fn condition(status: &serde_json::Value, type_: &str) -> (String, String, St
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
     let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or_default().to_owned();
     (s("status"), s("reason"), s("message"))
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The non-empty documents of a multi-document YAML text, as JSON values.
+pub fn yaml_documents(text: &str) -> Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).context("parsing YAML")?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The objects `kubectl kustomize config/default` renders (kubectl must be installed; `make test` installs it).
+pub fn kustomize_default() -> Result<Vec<serde_json::Value>> {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo_root().join("config/default"))
+        .output()
+        .context("running kubectl kustomize (kubectl must be installed; make test installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize config/default failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    yaml_documents(&String::from_utf8(out.stdout).context("kubectl kustomize output")?)
+}
+
+/// Runs `hack/testenv/kube.sh ARGS` with its state in `state` (and `extra_env`); fails with its stderr.
+pub fn kube_sh(
+    state: &Path,
+    args: &[&str],
+    extra_env: &[(&str, String)],
+) -> Result<std::process::Output> {
+    let script = repo_root().join("hack/testenv/kube.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).args(args).env("TESTENV_DIR", state);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "kube.sh {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// A private state dir for a second API server, inside the shared environment's dir so that
+/// `hack/testenv.sh down`/`check` also find what is started there should the test be killed halfway.
+pub fn private_state_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let admin = PathBuf::from(testenv_var(KUBECONFIG_ADMIN)?);
+    // $TESTENV_DIR/kube/admin.kubeconfig
+    let testenv_dir = admin
+        .parent()
+        .and_then(Path::parent)
+        .context("TESTENV_KUBECONFIG is not inside $TESTENV_DIR/kube")?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(testenv_dir)
+        .context("creating a private state dir")
 }
 
 #[cfg(test)]

@@ -6,13 +6,12 @@
 //! Every test shards with its own `--watch-label-selector`, which gives it its own Lease and objects, so
 //! the tests run in parallel without seeing each other. Waits are liveness bounds only.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::{
-    KUBECONFIG_AUTOMATION, KUBECONFIG_REFLECTOR, admin_client, create_namespace, eventually,
-    testenv_var, unique_name,
+    KUBECONFIG_AUTOMATION, KUBECONFIG_REFLECTOR, admin_client, controller_binary, create_namespace,
+    eventually, testenv_var, unique_name,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -23,22 +22,6 @@ use runtime::test_support::Process;
 const REFLECTOR: &str = "image-reflector-controller";
 const AUTOMATION: &str = "image-automation-controller";
 const CONTROLLERS_NAMESPACE: &str = "flux-system";
-
-/// The controller binary built next to this test (target/<profile>/), by `cargo test --workspace`.
-fn binary(name: &str) -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target dir")?;
-    let path: PathBuf = dir.join(name);
-    ensure!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
-}
 
 /// Start `controller` with its own identity, sharded by `selector`, with the given lease timings.
 fn start(
@@ -57,7 +40,7 @@ fn start(
         format!("--leader-election-retry-period={}", lease[2]),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Process::start(&binary(controller)?, &args).context("starting the controller")
+    Process::start(&controller_binary(controller)?, &args).context("starting the controller")
 }
 
 async fn lease_holder(controller: &str, selector: &str) -> Result<String> {

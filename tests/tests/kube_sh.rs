@@ -4,49 +4,12 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use anyhow::{Context, Result, bail, ensure};
-use e2e::{KUBECONFIG_ADMIN, testenv_var};
+use anyhow::{Context, Result, ensure};
+use e2e::{kube_sh, private_state_dir, testenv_var};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-
-fn kube_sh(state: &Path, args: &[&str], extra_env: &[(&str, String)]) -> Result<Output> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/testenv/kube.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script).args(args).env("TESTENV_DIR", state);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "kube.sh {} failed ({}):\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
-}
-
-/// A state dir inside the shared environment's, so `hack/testenv.sh down`/`check` also find what is started
-/// there should this test be killed halfway.
-fn private_state_dir() -> Result<tempfile::TempDir> {
-    let admin = PathBuf::from(testenv_var(KUBECONFIG_ADMIN)?);
-    // $TESTENV_DIR/kube/admin.kubeconfig
-    let testenv_dir = admin
-        .parent()
-        .and_then(Path::parent)
-        .context("TESTENV_KUBECONFIG is not inside $TESTENV_DIR/kube")?;
-    tempfile::Builder::new()
-        .prefix("kube-sh-test-")
-        .tempdir_in(testenv_dir)
-        .context("creating a private state dir")
-}
 
 fn tracked_pids(state: &Path) -> Result<Vec<u32>> {
     let mut pids = Vec::new();
@@ -111,7 +74,7 @@ fn build_reuses_the_cached_apiserver() -> Result<()> {
     let before = std::fs::metadata(&bin)
         .context("cached kube-apiserver")?
         .modified()?;
-    let state = private_state_dir()?;
+    let state = private_state_dir("kube-sh-test-")?;
     let out = kube_sh(state.path(), &["build"], &[])?;
     let log = String::from_utf8_lossy(&out.stderr);
     ensure!(!log.contains("building kube-apiserver"), "rebuilt: {log}");
@@ -124,7 +87,7 @@ fn build_reuses_the_cached_apiserver() -> Result<()> {
 
 #[tokio::test]
 async fn taken_ports_are_replaced_and_stale_processes_cleaned() -> Result<()> {
-    let state = private_state_dir()?;
+    let state = private_state_dir("kube-sh-test-")?;
     let busy = TcpListener::bind("127.0.0.1:0")?;
     let busy_port = busy.local_addr()?.port();
     let ports = [

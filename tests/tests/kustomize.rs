@@ -2,34 +2,10 @@
 //! object as Flux does, so a Flux user's RBAC and tooling keep working after a swap.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use e2e::{kustomize_default, repo_root, yaml_documents};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn yaml_documents(text: &str) -> Result<Vec<Value>> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).context("parsing YAML")?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-fn rendered_default() -> Result<Vec<Value>> {
-    let out = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(repo().join("config/default"))
-        .output()
-        .context("running kubectl kustomize (kubectl must be installed; make test installs it)")?;
-    ensure!(
-        out.status.success(),
-        "kubectl kustomize config/default failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    yaml_documents(&String::from_utf8(out.stdout)?)
-}
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
@@ -44,9 +20,9 @@ fn names(docs: &[&Value]) -> BTreeSet<String> {
 
 #[test]
 fn default_installs_exactly_the_generated_crds() -> Result<()> {
-    let rendered = rendered_default()?;
+    let rendered = kustomize_default()?;
     let mut committed = Vec::new();
-    for entry in std::fs::read_dir(repo().join("config/crd/bases"))? {
+    for entry in std::fs::read_dir(repo_root().join("config/crd/bases"))? {
         let path = entry?.path();
         committed.extend(
             yaml_documents(&std::fs::read_to_string(&path)?)
@@ -72,7 +48,7 @@ fn default_installs_exactly_the_generated_crds() -> Result<()> {
 
 #[test]
 fn default_uses_flux_names_in_flux_system() -> Result<()> {
-    let rendered = rendered_default()?;
+    let rendered = kustomize_default()?;
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     let controllers = ["image-automation-controller", "image-reflector-controller"];
     ensure!(names(&of_kind(&rendered, "Deployment")) == set(&controllers));

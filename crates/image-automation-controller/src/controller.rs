@@ -1,11 +1,28 @@
-//! Wiring of the ImageUpdateAutomation controller.
+//! Wiring of the ImageUpdateAutomation controller: the reconciler, and the triggers that run an
+//! automation as soon as a policy it may use has a new latest image (not at its next interval,
+//! IAC#363) or its GitRepository's spec changes (`automation.md` §6.5).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use api::ImageUpdateAutomation;
+use api::git_repository::GitRepository;
+use api::image_policy::ImagePolicy;
+use api::image_update_automation::ImageUpdateAutomation;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
 use runtime::app::Started;
+use runtime::features::{GIT_FORCE_PUSH_BRANCH, OBJECT_LEVEL_WORKLOAD_IDENTITY};
 use runtime::flags::AutomationFlags;
-use runtime::reconcile::{self, ControllerSpec, PlumbingOnly, scoped_api, watcher_config};
+use runtime::reconcile::{self, ControllerSpec, scoped_api, watcher_config};
+
+use crate::cycle::Writers;
+use crate::gitops::GitCache;
+use crate::reconciler::Automation;
+use crate::source::ResolveOptions;
 
 /// Controller name: events' reporting controller, field manager, lease prefix.
 pub const CONTROLLER_NAME: &str = "image-automation-controller";
@@ -18,12 +35,142 @@ pub async fn controllers(
     namespace: Option<String>,
 ) -> anyhow::Result<()> {
     let (ctx, shutdown) = (started.ctx, started.shutdown);
+    let gates = flags.validate()?;
+    let cache = GitCache::new(
+        &flags.git_cache_path,
+        flags.git_cache_max_size,
+        ctx.metrics.clone(),
+    )?;
     let automations = ControllerSpec::<ImageUpdateAutomation>::new(
         "imageupdateautomation",
         scoped_api(ctx.client.clone(), namespace.as_deref()),
         watcher_config(&flags.common.watch_label_selector),
         flags.common.concurrent,
     );
-    reconcile::run(automations, ctx, Arc::new(PlumbingOnly), shutdown).await;
+    let store = automations.store();
+    let automations = automations
+        .with_trigger(policy_trigger(
+            ctx.client.clone(),
+            namespace.as_deref(),
+            store.clone(),
+        ))
+        .with_trigger(git_repository_trigger(
+            ctx.client.clone(),
+            namespace.as_deref(),
+            store,
+        ));
+    let reconciler = Automation {
+        client: ctx.client.clone(),
+        manager: ctx.manager.clone(),
+        recorder: ctx.recorder.clone(),
+        opts: ResolveOptions {
+            no_cross_namespace_refs: flags.common.no_cross_namespace_refs,
+            object_level_workload_identity: gates.enabled(OBJECT_LEVEL_WORKLOAD_IDENTITY),
+        },
+        writers: Arc::new(Writers::new(
+            Arc::new(cache),
+            gates.enabled(GIT_FORCE_PUSH_BRANCH),
+        )),
+    };
+    reconcile::run(automations, ctx, Arc::new(reconciler), shutdown).await;
     Ok(())
+}
+
+/// Whether `automation` may select a policy labelled `labels`: its selector matches them (an
+/// unparsable selector counts as a match, so the run reports the error).
+fn selects(automation: &ImageUpdateAutomation, labels: &BTreeMap<String, String>) -> bool {
+    match &automation.spec.policy_selector {
+        None => true,
+        Some(sel) => Selector::try_from(sel.clone()).map_or(true, |s| s.matches(labels)),
+    }
+}
+
+/// The automations of `namespace` in the cache whose selector matches `labels`.
+fn automations_for(
+    store: &Store<ImageUpdateAutomation>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<ObjectRef<ImageUpdateAutomation>> {
+    store
+        .state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(namespace) && selects(a, labels))
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// A policy whose `latestRef` changed (digest included) runs the automations of its namespace
+/// that select it (Flux runs every automation of the namespace).
+fn policy_trigger(
+    client: kube::Client,
+    namespace: Option<&str>,
+    store: Store<ImageUpdateAutomation>,
+) -> BoxStream<'static, ObjectRef<ImageUpdateAutomation>> {
+    let api: Api<ImagePolicy> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut seen: HashMap<(String, String), Option<api::refs::ImageRef>> = HashMap::new();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|r| futures::future::ready(r.ok()))
+        .flat_map(move |p: ImagePolicy| {
+            let key = (p.namespace().unwrap_or_default(), p.name_any());
+            let latest = p.status.as_ref().and_then(|s| s.latest_ref.clone());
+            let changed = latest.is_some() && seen.get(&key) != Some(&latest);
+            seen.insert(key.clone(), latest);
+            let targets = if changed {
+                automations_for(&store, &key.0, p.labels())
+            } else {
+                Vec::new()
+            };
+            futures::stream::iter(targets)
+        })
+        .boxed()
+}
+
+/// A GitRepository whose generation changed runs the automations that reference it.
+fn git_repository_trigger(
+    client: kube::Client,
+    namespace: Option<&str>,
+    store: Store<ImageUpdateAutomation>,
+) -> BoxStream<'static, ObjectRef<ImageUpdateAutomation>> {
+    let api: Api<GitRepository> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut seen: HashMap<(String, String), Option<i64>> = HashMap::new();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|r| futures::future::ready(r.ok()))
+        .flat_map(move |r: GitRepository| {
+            let key = (r.namespace().unwrap_or_default(), r.name_any());
+            let generation = r.metadata.generation;
+            // Create events are ignored, as upstream: only a changed generation counts.
+            let changed = matches!(seen.get(&key), Some(g) if *g != generation);
+            seen.insert(key.clone(), generation);
+            let targets: Vec<_> = if changed {
+                store
+                    .state()
+                    .iter()
+                    .filter(|a| {
+                        let ns = a.namespace().unwrap_or_default();
+                        let src = &a.spec.source_ref;
+                        let src_ns = src
+                            .namespace
+                            .clone()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or(ns);
+                        src_ns == key.0 && src.name == key.1
+                    })
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            futures::stream::iter(targets)
+        })
+        .boxed()
 }

@@ -4,7 +4,13 @@
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
 mod controller;
+mod cycle;
+mod gitops;
 mod message;
+mod policies;
+mod reconciler;
+mod securejoin;
+mod source;
 mod update;
 
 use std::process::ExitCode;

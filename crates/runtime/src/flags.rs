@@ -413,6 +413,20 @@ pub struct AutomationFlags {
     /// The list of hostkey algorithms to use for ssh connections, arranged from most preferred to the least.
     #[arg(long, value_delimiter = ',', action = clap::ArgAction::Append)]
     pub ssh_hostkey_algos: Vec<String>,
+
+    /// Directory of the Git clone cache (kept between runs; one clone per repository URL). It must be
+    /// writable: the default is under /tmp, the writable emptyDir of the deployment.
+    #[arg(
+        long,
+        default_value = "/tmp/image-automation-git-cache",
+        value_name = "DIR"
+    )]
+    pub git_cache_path: std::path::PathBuf,
+
+    /// Maximum total size in bytes of the Git clone cache; the least recently used clones are removed
+    /// beyond it (0: no clone is kept after a run).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub git_cache_max_size: u64,
 }
 
 impl AutomationFlags {
@@ -469,9 +483,17 @@ mod tests {
 
     #[test]
     fn every_upstream_flag_exists() {
-        for (cmd, names) in [
-            (Reflector::command(), REFLECTOR_UPSTREAM_FLAGS),
-            (Automation::command(), AUTOMATION_UPSTREAM_FLAGS),
+        for (cmd, names, own) in [
+            (
+                Reflector::command(),
+                REFLECTOR_UPSTREAM_FLAGS,
+                &["kubeconfig", "allowed-credential-helpers"][..],
+            ),
+            (
+                Automation::command(),
+                AUTOMATION_UPSTREAM_FLAGS,
+                &["kubeconfig", "git-cache-path", "git-cache-max-size"][..],
+            ),
         ] {
             let ours: Vec<String> = cmd
                 .get_arguments()
@@ -484,18 +506,14 @@ mod tests {
                     cmd.get_name()
                 );
             }
-            // Ours adds only --kubeconfig, and the reflector --allowed-credential-helpers (plus clap's
-            // --help/--version).
-            let extra: Vec<&String> = ours
+            // Ours adds only --kubeconfig, the reflector's --allowed-credential-helpers and the automation's Git
+            // cache flags (plus clap's --help/--version).
+            let extra: Vec<&str> = ours
                 .iter()
-                .filter(|o| !names.contains(&o.as_str()))
+                .map(String::as_str)
+                .filter(|o| !names.contains(o))
                 .collect();
-            let want = if cmd.get_name() == "image-reflector-controller" {
-                vec!["kubeconfig", "allowed-credential-helpers"]
-            } else {
-                vec!["kubeconfig"]
-            };
-            assert_eq!(extra, want, "{}", cmd.get_name());
+            assert_eq!(extra, own, "{}", cmd.get_name());
         }
     }
 

@@ -53,6 +53,22 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels `repository`, `operation` of Git operation timings.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitOperationLabels {
+    /// Repository URL (without credentials).
+    pub repository: String,
+    /// `checkout`, `commit` or `push`.
+    pub operation: String,
+}
+
+/// Label `repository`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepositoryLabels {
+    /// Repository URL (without credentials).
+    pub repository: String,
+}
+
 /// Label `name` (of the lease).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameLabels {
@@ -97,6 +113,11 @@ pub struct Metrics {
     pub active_workers: Family<ControllerLabels, Gauge>,
     /// `leader_election_master_status{name}`: 1 while this process holds the lease.
     pub leader_status: Family<NameLabels, Gauge>,
+    /// `gotk_git_operation_duration_seconds{repository,operation}`: time of each Git operation.
+    pub git_operation_duration: Family<GitOperationLabels, Histogram, fn() -> Histogram>,
+    /// `gotk_push_latency_seconds{repository}`: from the start of an automation run to its commit
+    /// being accepted by the remote.
+    pub push_latency: Family<RepositoryLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -169,6 +190,24 @@ impl Metrics {
             "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease",
             Family::<NameLabels, Gauge>::clone(&leader_status),
         );
+        let git_operation_duration =
+            Family::<GitOperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_time_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "gotk_git_operation_duration_seconds",
+            "Duration of Git operations (checkout, commit, push) per repository",
+            git_operation_duration.clone(),
+        );
+        let push_latency =
+            Family::<RepositoryLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_time_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "gotk_push_latency_seconds",
+            "Time from the start of an automation run to its commit accepted by the remote",
+            push_latency.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry: std::sync::Mutex::new(registry),
@@ -181,6 +220,8 @@ impl Metrics {
             max_concurrent,
             active_workers,
             leader_status,
+            git_operation_duration,
+            push_latency,
         }
     }
 

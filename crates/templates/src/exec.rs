@@ -3,7 +3,7 @@
 use crate::funcs::{self, Ctx, FuncError};
 use crate::parse::{Arg, Cmd, Node, Pipe, Tree, line_col};
 use crate::value::Value;
-use crate::{BudgetKind, ExecError, Limits};
+use crate::{BudgetKind, ExecError, Extra, FuncMap, Limits};
 
 enum Flow {
     Normal,
@@ -24,6 +24,7 @@ pub(crate) struct Exec<'a> {
     current: String,
     vars: Vec<(String, Value)>,
     depth: usize,
+    funcs: &'a FuncMap,
     pub(crate) ctx: Ctx<'a>,
 }
 
@@ -34,6 +35,7 @@ impl<'a> Exec<'a> {
         tree: &'a Tree,
         parse_name: &'a str,
         text: &'a str,
+        funcs: &'a FuncMap,
         limits: &'a Limits,
     ) -> Self {
         Exec {
@@ -43,6 +45,7 @@ impl<'a> Exec<'a> {
             current: parse_name.to_string(),
             vars: Vec::new(),
             depth: 0,
+            funcs,
             ctx: Ctx::new(limits),
         }
     }
@@ -203,37 +206,63 @@ impl<'a> Exec<'a> {
                     pos: *pos,
                     context: format!("{{{{template {}}}}}", crate::gofmt::quote(name)),
                 };
-                let Some(body) = self.tree.defines.get(name) else {
-                    return Err(self.error(
-                        Some(&at),
-                        format!("template {} not defined", crate::gofmt::quote(name)),
-                        None,
-                    ));
-                };
                 let new_dot = match pipe {
                     Some(p) => self.eval_pipeline(dot, p)?,
                     None => Value::Missing,
                 };
-                if self.depth >= self.ctx.limits.max_depth {
-                    let msg = format!(
-                        "exceeded maximum template depth ({})",
-                        self.ctx.limits.max_depth
-                    );
-                    return Err(self.error(Some(&at), msg, Some(BudgetKind::Depth)));
-                }
-                let saved_vars =
-                    std::mem::replace(&mut self.vars, vec![("$".into(), new_dot.clone())]);
-                let saved_name = std::mem::replace(&mut self.current, name.clone());
-                self.depth += 1;
-                let r = self.walk_list(&new_dot, body);
-                self.depth -= 1;
-                self.vars = saved_vars;
-                self.current = saved_name;
-                r.map(|_| Flow::Normal)
+                self.call_template(name, &new_dot, &at)?;
+                Ok(Flow::Normal)
             }
             Node::Break => Ok(Flow::Break),
             Node::Continue => Ok(Flow::Continue),
         }
+    }
+
+    /// Executes the `define`d template `name` with `dot`, writing to the current output.
+    fn call_template(&mut self, name: &str, dot: &Value, at: &At) -> R<()> {
+        let tree = self.tree;
+        let Some(body) = tree.defines.get(name) else {
+            return Err(self.error(
+                Some(at),
+                format!("template {} not defined", crate::gofmt::quote(name)),
+                None,
+            ));
+        };
+        if self.depth >= self.ctx.limits.max_depth {
+            let msg = format!(
+                "exceeded maximum template depth ({})",
+                self.ctx.limits.max_depth
+            );
+            return Err(self.error(Some(at), msg, Some(BudgetKind::Depth)));
+        }
+        let saved_vars = std::mem::replace(&mut self.vars, vec![("$".into(), dot.clone())]);
+        let saved_name = std::mem::replace(&mut self.current, name.to_string());
+        self.depth += 1;
+        let r = self.walk_list(dot, body);
+        self.depth -= 1;
+        self.vars = saved_vars;
+        self.current = saved_name;
+        r.map(|_| ())
+    }
+
+    /// Helm's `include NAME DOT`: the output of a `define`d template as a string.
+    fn include(&mut self, fname: &str, argv: &[Value], at: &At) -> R<Value> {
+        let (name, dot) = match argv {
+            [Value::Str(n), d] => (n.clone(), d.clone()),
+            [Value::Str(n)] => (n.clone(), Value::Missing),
+            _ => {
+                return Err(self.error(
+                    Some(at),
+                    format!("wrong number or type of args for {fname}: want a template name and an optional value"),
+                    None,
+                ));
+            }
+        };
+        let outer = std::mem::take(&mut self.ctx.out);
+        let r = self.call_template(&name, &dot, at);
+        let inner = std::mem::replace(&mut self.ctx.out, outer);
+        r?;
+        Ok(Value::str(inner))
     }
 
     fn walk_range(
@@ -536,6 +565,22 @@ impl<'a> Exec<'a> {
         }
         if let Some(f) = final_ {
             argv.push(f);
+        }
+        match self.funcs.get(name) {
+            Some(Extra::Include) => return self.include(name, &argv, &at),
+            Some(Extra::Func(f)) => {
+                let f = f.clone();
+                let v = f(&argv).map_err(|m| {
+                    self.error(Some(&at), format!("error calling {name}: {m}"), None)
+                })?;
+                return funcs::check_built(&mut self.ctx, v).map_err(|e| match e {
+                    FuncError::Budget(kind, m) => self.error(Some(&at), m, Some(kind)),
+                    FuncError::Arg(m) | FuncError::BadArg(m, _) | FuncError::Call(m) => {
+                        self.error(Some(&at), m, None)
+                    }
+                });
+            }
+            None => {}
         }
         let Some(func) = funcs::lookup(name) else {
             return Err(self.error(

@@ -604,6 +604,11 @@ pub(crate) fn lookup(name: &str) -> Option<Func> {
 /// Calls a function and keeps what it built within the size and nesting budgets.
 pub(crate) fn call(ctx: &mut Ctx<'_>, f: Func, args: &[Value]) -> FResult {
     let v = f(ctx, args)?;
+    check_built(ctx, v)
+}
+
+/// Keeps a value a function built within the size and nesting budgets, charging for its size.
+pub(crate) fn check_built(ctx: &mut Ctx<'_>, v: Value) -> FResult {
     match &v {
         Value::Str(s) => {
             ctx.check_size(s.len())?;

@@ -245,3 +245,22 @@ fn from_serde(v: &serde_json::Value, depth: usize) -> Result<Value, String> {
         ),
     })
 }
+
+impl Value {
+    /// Reads JSON data as Go's `json.Unmarshal` into `interface {}` does: objects become
+    /// `map[string]interface {}`, arrays `[]interface {}`, numbers `float64`. Helm values are
+    /// read this way. Fails when the data nests deeper than the engine's value depth limit.
+    pub fn from_json(v: &serde_json::Value) -> Result<Value, String> {
+        from_serde(v, 0)
+    }
+
+    /// The value as Go's `json.Marshal` would write it (struct fields by their JSON names), read
+    /// back as JSON data; fails where Go's encoder does (maps with non-string keys, NaN).
+    pub fn to_json(&self) -> Result<serde_json::Value, String> {
+        let text = encode(self, Style::Raw, usize::MAX).map_err(|e| match e {
+            EncodeError::TooBig => "value too large".to_string(),
+            EncodeError::Unsupported(m) => m,
+        })?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    }
+}

@@ -143,6 +143,8 @@ mod model;
 mod parse;
 mod value;
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 pub use model::{
@@ -238,22 +240,109 @@ pub enum Error {
     Exec(#[from] ExecError),
 }
 
+/// A function added to a [`FuncMap`]: it gets the evaluated arguments and returns a value, or
+/// an error message that execution reports as `error calling NAME: MESSAGE`.
+pub type ExtraFunc = Arc<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) enum Extra {
+    Func(ExtraFunc),
+    Include,
+}
+
+/// Functions added to the builtins and Sprig functions, like Go's `Template.Funcs`: an added
+/// name replaces a provided function of the same name (`and` and `or` excepted). Used by tools
+/// that render other template dialects with this engine, e.g. Helm charts (`toYaml`, `include`).
+///
+/// ```
+/// use templates::{FuncMap, Limits, Template, Value};
+///
+/// let mut funcs = FuncMap::new();
+/// funcs.insert("shout", |args: &[Value]| match args {
+///     [Value::Str(s)] => Ok(Value::str(s.to_uppercase())),
+///     _ => Err("want one string".to_string()),
+/// });
+/// funcs.insert_include("include");
+/// let t = Template::parse_with_funcs(
+///     "t",
+///     r#"{{define "hi"}}hi {{.}}{{end}}{{include "hi" "you" | shout}}"#,
+///     &funcs,
+/// )?;
+/// assert_eq!(t.execute(&Value::Nil, &Limits::default())?, "HI YOU");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct FuncMap {
+    funcs: HashMap<String, Extra>,
+}
+
+impl FuncMap {
+    /// An empty map: templates see only the provided functions.
+    pub fn new() -> Self {
+        FuncMap::default()
+    }
+
+    /// Adds (or replaces) the function `name`.
+    pub fn insert(
+        &mut self,
+        name: &str,
+        f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.funcs
+            .insert(name.to_string(), Extra::Func(Arc::new(f)));
+        self
+    }
+
+    /// Adds `name` as Helm's `include`: `NAME "tpl" DOT` executes the `define`d template `tpl`
+    /// with `DOT` and returns its output as a string (so it can be piped, unlike `template`).
+    /// It shares the caller's step and depth budgets.
+    pub fn insert_include(&mut self, name: &str) -> &mut Self {
+        self.funcs.insert(name.to_string(), Extra::Include);
+        self
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Extra> {
+        self.funcs.get(name)
+    }
+}
+
+impl fmt::Debug for FuncMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.funcs.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("FuncMap").field("names", &names).finish()
+    }
+}
+
 /// A parsed template, ready to execute any number of times.
 #[derive(Clone, Debug)]
 pub struct Template {
     name: String,
     text: Arc<str>,
     tree: Arc<parse::Tree>,
+    funcs: Arc<FuncMap>,
 }
 
 impl Template {
     /// Parses `text` under `name` (Flux uses [`COMMIT_TEMPLATE_NAME`]).
     pub fn parse(name: &str, text: &str) -> Result<Template, ParseError> {
-        let tree = parse::parse(name, text, &|f| funcs::lookup(f).is_some())?;
+        Template::parse_with_funcs(name, text, &FuncMap::new())
+    }
+
+    /// Parses `text` under `name` with `funcs` available besides the provided functions.
+    pub fn parse_with_funcs(
+        name: &str,
+        text: &str,
+        funcs: &FuncMap,
+    ) -> Result<Template, ParseError> {
+        let tree = parse::parse(name, text, &|f| {
+            funcs.get(f).is_some() || funcs::lookup(f).is_some()
+        })?;
         Ok(Template {
             name: name.to_string(),
             text: text.into(),
             tree: Arc::new(tree),
+            funcs: Arc::new(funcs.clone()),
         })
     }
 
@@ -264,7 +353,7 @@ impl Template {
 
     /// Executes the template against `data` within `limits`; on error nothing is returned.
     pub fn execute(&self, data: &Value, limits: &Limits) -> Result<String, ExecError> {
-        exec::Exec::new(&self.tree, &self.name, &self.text, limits).run(data)
+        exec::Exec::new(&self.tree, &self.name, &self.text, &self.funcs, limits).run(data)
     }
 }
 

@@ -1,0 +1,206 @@
+//! Commit signing from the ImageUpdateAutomation signing Secret (`automation.md` §2.6): OpenPGP (`git.asc`,
+//! `passphrase`, rpgp) or SSH (`identity`, `password`, SSHSIG with namespace `git` and SHA-512). The
+//! signature goes into the commit's `gpgsig` header for both.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pgp::composed::{ArmorOptions, Deserializable, DetachedSignature, SignedSecretKey};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::types::{KeyDetails, Password};
+
+use crate::error::GitError;
+
+/// A commit signer. `Debug` never prints key material.
+#[derive(Clone)]
+pub struct Signer {
+    inner: Arc<SignerKind>,
+}
+
+enum SignerKind {
+    OpenPgp {
+        key: SignedSecretKey,
+        subkey: Option<usize>,
+        passphrase: Password,
+    },
+    Ssh(ssh_key::PrivateKey),
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.inner {
+            SignerKind::OpenPgp { key, .. } => {
+                write!(f, "Signer(openpgp {:?})", key.primary_key.legacy_key_id())
+            }
+            SignerKind::Ssh(k) => write!(f, "Signer(ssh {})", k.algorithm()),
+        }
+    }
+}
+
+fn missing(name: &str, key: &str) -> GitError {
+    let article = if key.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    GitError::Signing(format!(
+        "signing key secret '{name}' does not contain {article} '{key}' key"
+    ))
+}
+
+impl Signer {
+    /// Build a signer from the signing Secret `name` (for messages) of type `kind` (`gpg`, empty, or `ssh`).
+    pub fn from_secret(
+        name: &str,
+        kind: &str,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Signer, GitError> {
+        match kind {
+            "" | "gpg" => Self::openpgp(name, data),
+            "ssh" => Self::ssh(name, data),
+            other => Err(GitError::Signing(format!(
+                "unknown signing key type \"{other}\""
+            ))),
+        }
+    }
+
+    fn openpgp(name: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<Signer, GitError> {
+        let armored = data
+            .get("git.asc")
+            .ok_or_else(|| missing(name, "git.asc"))?;
+        let read_err = |e: &dyn std::fmt::Display| {
+            GitError::Signing(format!(
+                "could not read signing key from secret '{name}': {e}"
+            ))
+        };
+        let (items, _) =
+            SignedSecretKey::from_armor_many(&armored[..]).map_err(|e| read_err(&e))?;
+        let mut keys = Vec::new();
+        for item in items {
+            keys.push(item.map_err(|e| read_err(&e))?);
+        }
+        if keys.len() > 1 {
+            return Err(GitError::Signing(format!(
+                "multiple entities read from secret '{name}', could not determine which signing key to use"
+            )));
+        }
+        let key = keys.pop().ok_or_else(|| read_err(&"no key found"))?;
+        // The first subkey bound for signing, else the primary key (as gpg picks).
+        let subkey = key
+            .secret_subkeys
+            .iter()
+            .position(|sk| sk.signatures.iter().any(|s| s.key_flags().sign()));
+        let encrypted = match subkey {
+            Some(i) => key.secret_subkeys[i].key.secret_params().is_encrypted(),
+            None => key.primary_key.secret_params().is_encrypted(),
+        };
+        let passphrase = data
+            .get("passphrase")
+            .map(|p| String::from_utf8_lossy(p).to_string());
+        if encrypted && passphrase.is_none() {
+            return Err(GitError::Signing(format!(
+                "can not use passphrase protected signing key without 'passphrase' field present in secret {name}"
+            )));
+        }
+        let passphrase = Password::from(passphrase.unwrap_or_default().as_str());
+        let signer = Signer {
+            inner: Arc::new(SignerKind::OpenPgp {
+                key,
+                subkey,
+                passphrase,
+            }),
+        };
+        // Decrypt once now, so a wrong passphrase is reported with the secret rather than at commit time.
+        signer.sign(b"probe").map_err(|e| {
+            GitError::Signing(format!(
+                "could not decrypt private key of the signing key present in secret {name}: {e}"
+            ))
+        })?;
+        Ok(signer)
+    }
+
+    fn ssh(name: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<Signer, GitError> {
+        let identity = data
+            .get("identity")
+            .ok_or_else(|| missing(name, "identity"))?;
+        let key = ssh_key::PrivateKey::from_openssh(identity).map_err(|e| {
+            GitError::Signing(format!(
+                "could not parse SSH signing key from secret '{name}': {e}"
+            ))
+        })?;
+        let key = if key.is_encrypted() {
+            let pw = data.get("password").ok_or_else(|| {
+                GitError::Signing(format!(
+                    "can not use passphrase protected signing key without 'password' field present in secret {name}"
+                ))
+            })?;
+            key.decrypt(pw).map_err(|e| {
+                GitError::Signing(format!(
+                    "could not parse SSH signing key from secret '{name}': {e}"
+                ))
+            })?
+        } else {
+            key
+        };
+        match key.key_data() {
+            ssh_key::private::KeypairData::Ed25519(_) | ssh_key::private::KeypairData::Ecdsa(_) => {
+            }
+            ssh_key::private::KeypairData::Rsa(rsa) => {
+                let bits = rsa.public.n.as_positive_bytes().map_or(0, |b| b.len() * 8);
+                if bits < 2048 {
+                    return Err(GitError::Signing(format!(
+                        "RSA key size {bits} bits is below the minimum of 2048 bits"
+                    )));
+                }
+            }
+            _ => {
+                return Err(GitError::Signing(format!(
+                    "unsupported SSH signing key algorithm: {}",
+                    key.algorithm()
+                )));
+            }
+        }
+        Ok(Signer {
+            inner: Arc::new(SignerKind::Ssh(key)),
+        })
+    }
+
+    /// The armored signature of `content` (a commit without signature).
+    pub fn sign(&self, content: &[u8]) -> Result<String, GitError> {
+        match &*self.inner {
+            SignerKind::OpenPgp {
+                key,
+                subkey,
+                passphrase,
+            } => {
+                let rng = rand::thread_rng();
+                let sig = match subkey {
+                    Some(i) => DetachedSignature::sign_binary_data(
+                        rng,
+                        &key.secret_subkeys[*i].key,
+                        passphrase,
+                        HashAlgorithm::Sha256,
+                        content,
+                    ),
+                    None => DetachedSignature::sign_binary_data(
+                        rng,
+                        &key.primary_key,
+                        passphrase,
+                        HashAlgorithm::Sha256,
+                        content,
+                    ),
+                }
+                .map_err(|e| GitError::Signing(format!("signing the commit failed: {e}")))?;
+                sig.to_armored_string(ArmorOptions::default())
+                    .map_err(|e| GitError::Signing(format!("armoring the signature failed: {e}")))
+            }
+            SignerKind::Ssh(key) => {
+                let sig = key
+                    .sign("git", ssh_key::HashAlg::Sha512, content)
+                    .map_err(|e| GitError::Signing(format!("signing the commit failed: {e}")))?;
+                sig.to_pem(ssh_key::LineEnding::LF)
+                    .map_err(|e| GitError::Signing(format!("armoring the signature failed: {e}")))
+            }
+        }
+    }
+}
