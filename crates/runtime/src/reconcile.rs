@@ -3,7 +3,7 @@
 //! server-side apply, per-object exponential backoff, panic recovery and metrics.
 //!
 //! The flow for one object follows Flux's `Reconcile` skeleton (`reflector.md` §2.1):
-//! deleting ⇒ [`Reconciler::cleanup`], then drop the finalizer; no finalizer ⇒ add it and requeue;
+//! deleting ⇒ [`Reconciler::cleanup`], then drop the finalizer; no finalizer ⇒ add it and go on;
 //! suspended ⇒ log and stop; otherwise [`Reconciler::reconcile`] on a copy of the object whose
 //! status it may change. Afterwards (in every branch but deletion) the annotation is copied to
 //! `lastHandledReconcileAt`, `observedGeneration` is set when the object is Ready or Stalled, and
@@ -386,16 +386,16 @@ where
         return Ok(ReconcileResult::default());
     }
 
-    if !has_finalizer(obj.as_ref()) {
-        add_finalizer(&api, obj.as_ref())
+    // Flux adds the finalizer and requeues (a `--min-retry-delay` wait for every new object); the
+    // patched object carries it, so the pass goes on with that object instead.
+    let obj = if has_finalizer(obj.as_ref()) {
+        obj
+    } else {
+        let patched = add_finalizer(&api, obj.as_ref())
             .await
             .map_err(|e| patch_err("adding the finalizer", obj.as_ref(), e))?;
-        ctx.metrics.record_duration(&labels, timer.elapsed());
-        return Ok(ReconcileResult {
-            requeue: true,
-            requeue_after: Duration::ZERO,
-        });
-    }
+        Arc::new(patched)
+    };
 
     let before = obj.status_json();
     let mut work = (*obj).clone();

@@ -141,7 +141,7 @@ async fn run_once(
 }
 
 #[tokio::test]
-async fn missing_finalizer_is_added_and_nothing_else_happens() {
+async fn missing_finalizer_is_added_then_the_object_is_reconciled_in_the_same_pass() {
     let (client, handle) = mock_client();
     let server = ApiServer::spawn(handle, |mut s| async move {
         let (req, body) = s.next().await;
@@ -161,7 +161,21 @@ async fn missing_finalizer_is_added_and_nothing_else_happens() {
         );
         s.reply(
             200,
-            &serde_json::to_value(widget(true, None, None)).unwrap(),
+            &serde_json::to_value(widget(true, Some("t1"), None)).unwrap(),
+        )
+        .await;
+        // Then the status of the same pass: the request annotation is recorded.
+        let (req, body) = s.next().await;
+        assert_eq!(req.method, "PATCH");
+        assert_eq!(
+            req.uri.path(),
+            "/apis/test.toolkit.fluxcd.io/v1/namespaces/ns/widgets/w1/status"
+        );
+        let b: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(b["status"]["lastHandledReconcileAt"], "t1");
+        s.reply(
+            200,
+            &serde_json::to_value(widget(true, Some("t1"), Some("t1"))).unwrap(),
         )
         .await;
     });
@@ -170,8 +184,8 @@ async fn missing_finalizer_is_added_and_nothing_else_happens() {
     let res = run_once(widget(false, Some("t1"), None), &probe, &ctx)
         .await
         .unwrap();
-    assert!(res.requeue);
-    assert_eq!(probe.reconciled.load(Ordering::SeqCst), 0);
+    assert!(!res.requeue);
+    assert_eq!(probe.reconciled.load(Ordering::SeqCst), 1);
     server.finish().await;
 }
 
