@@ -1,5 +1,6 @@
 //! Pushing: concurrent writers on one branch (IAC#939), several commits in one push, push branches under the
 //! §5.7 feature-gate matrix, refspecs and push options.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
 
 mod common;
 
@@ -260,6 +261,7 @@ fn refspec_push_and_up_to_date_refspec() {
     assert_eq!(bare_git(&bare, &["rev-parse", "release"]), out.commit);
 
     // A refspec equivalent to the branch push is already up to date: an error, as in Flux.
+    drop(co);
     let mut co = checkout_main(&cache, &remote).unwrap();
     edit_commit(&mut co, "deploy.yaml", "image: app:5\n")
         .unwrap()
