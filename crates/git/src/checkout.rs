@@ -185,6 +185,24 @@ impl Checkout {
         Ok(())
     }
 
+    /// Discard uncommitted edits: the index and worktree become exactly HEAD's tree (untracked and ignored
+    /// files removed). Commits already made are kept.
+    pub fn discard_changes(&mut self) -> Result<(), GitError> {
+        let head = self.head_oid().ok_or_else(|| GitError::Local {
+            context: "discarding changes".into(),
+            message: "HEAD has no commit".into(),
+        })?;
+        let c = self
+            .repo
+            .find_object(head, Some(git2::ObjectType::Commit))
+            .map_err(|e| GitError::local("reading HEAD", &e))?;
+        let mut cb = CheckoutBuilder::new();
+        cb.force().remove_untracked(true).remove_ignored(true);
+        self.repo
+            .reset(&c, git2::ResetType::Hard, Some(&mut cb))
+            .map_err(|e| GitError::local("discarding changes", &e))
+    }
+
     /// The worktree directory to edit.
     pub fn workdir(&self) -> &Path {
         &self.workdir
