@@ -58,7 +58,10 @@ fn discard_changes_drops_edits_and_keeps_commits() {
     assert_eq!(read("new.txt"), None);
     // Nothing left to commit; the kept commit is pushed.
     assert_eq!(co.commit(&commit_spec("none")).unwrap(), None);
-    let out = co.push(&PushSpec::default(), &mut no_redo).unwrap().unwrap();
+    let out = co
+        .push(&PushSpec::default(), &mut no_redo)
+        .unwrap()
+        .unwrap();
     assert_eq!(out.commits, vec![sha]);
     assert_eq!(show(&bare, "main", "kept.txt"), "kept");
 }
