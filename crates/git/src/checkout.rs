@@ -196,11 +196,15 @@ impl Checkout {
             .repo
             .find_object(head, Some(git2::ObjectType::Commit))
             .map_err(|e| GitError::local("reading HEAD", &e))?;
+        self.repo
+            .reset(&c, git2::ResetType::Hard, None)
+            .map_err(|e| GitError::local("discarding changes", &e))?;
+        // A hard reset keeps untracked files; a forced checkout of HEAD removes them.
         let mut cb = CheckoutBuilder::new();
         cb.force().remove_untracked(true).remove_ignored(true);
         self.repo
-            .reset(&c, git2::ResetType::Hard, Some(&mut cb))
-            .map_err(|e| GitError::local("discarding changes", &e))
+            .checkout_head(Some(&mut cb))
+            .map_err(|e| GitError::local("removing untracked files", &e))
     }
 
     /// The worktree directory to edit.

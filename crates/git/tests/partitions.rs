@@ -10,7 +10,7 @@ use testenv::GitTransport;
 #[test]
 fn partitions_are_separate_mirrors_held_at_once() {
     let (name, bare) = seed("partition");
-    let remote = remote(GitTransport::File, &name);
+    let remote = remote(GitTransport::Daemon, &name);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::new(dir.path().into(), 0);
     let main = CheckoutRef::Branch("main".into());
@@ -40,7 +40,7 @@ fn partitions_are_separate_mirrors_held_at_once() {
 #[test]
 fn discard_changes_drops_edits_and_keeps_commits() {
     let (name, bare) = seed("discard");
-    let remote = remote(GitTransport::File, &name);
+    let remote = remote(GitTransport::Daemon, &name);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::new(dir.path().into(), 0);
     let mut co = checkout_main(&cache, &remote).unwrap();
