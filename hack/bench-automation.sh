@@ -173,12 +173,15 @@ EOF
 # Writes every policy's latestRef (tag $2) through the status subresource, $1 = namespace.
 set_policies() {
   local ns="$1" tag="$2"
+  local -a batch=()
   for i in $(seq 0 $((AUTOMATIONS - 1))); do
     "${KUBECTL[@]}" patch -n "$ns" imagepolicy "p$i" --subresource=status --type=merge \
       -p "{\"status\":{\"latestRef\":{\"name\":\"example.com/app$i\",\"tag\":\"$tag\"}}}" >/dev/null &
-    if (( i % 20 == 19 )); then wait; fi
+    batch+=($!)
+    # Only these kubectl processes: a bare `wait` would also wait for the controller.
+    if (( i % 20 == 19 )); then wait "${batch[@]}"; batch=(); fi
   done
-  wait
+  [ ${#batch[@]} -eq 0 ] || wait "${batch[@]}"
 }
 
 # Waits until every automation's file carries tag $2 on its remote; $1 = id.
@@ -188,7 +191,8 @@ wait_landed() {
     local missing=0
     for r in $(seq 0 $((REPOS - 1))); do
       local bare="$TESTENV_GIT_ROOT/$id-$r.git"
-      local n; n="$(git_ --git-dir "$bare" grep -c ":$tag #" main -- 2>/dev/null | awk -F: '{s+=$NF} END {print s+0}')"
+      # git grep exits 1 when nothing matches yet.
+      local n; n="$({ git_ --git-dir "$bare" grep -c ":$tag #" main -- 2>/dev/null || true; } | awk -F: '{s+=$NF} END {print s+0}')"
       missing=$(( missing + (AUTOMATIONS / REPOS) - n ))
     done
     [ "$missing" -le 0 ] && return 0

@@ -2,7 +2,7 @@
 //! automation as soon as a policy it may use has a new latest image (not at its next interval,
 //! IAC#363) or its GitRepository's spec changes (`automation.md` §6.5).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use api::git_repository::GitRepository;
@@ -10,6 +10,7 @@ use api::image_policy::ImagePolicy;
 use api::image_update_automation::ImageUpdateAutomation;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -84,20 +85,31 @@ pub async fn controllers(
     Ok(())
 }
 
-/// The automations of `namespace` in the cache.
-fn automations_in(
+/// Whether `automation` may select a policy labelled `labels`: its selector matches them (an
+/// unparsable selector counts as a match, so the run reports the error).
+fn selects(automation: &ImageUpdateAutomation, labels: &BTreeMap<String, String>) -> bool {
+    match &automation.spec.policy_selector {
+        None => true,
+        Some(sel) => Selector::try_from(sel.clone()).map_or(true, |s| s.matches(labels)),
+    }
+}
+
+/// The automations of `namespace` in the cache whose selector matches `labels`.
+fn automations_for(
     store: &Store<ImageUpdateAutomation>,
     namespace: &str,
+    labels: &BTreeMap<String, String>,
 ) -> Vec<ObjectRef<ImageUpdateAutomation>> {
     store
         .state()
         .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace))
+        .filter(|a| a.namespace().as_deref() == Some(namespace) && selects(a, labels))
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
 
-/// A policy whose `latestRef` changed (digest included) runs every automation of its namespace.
+/// A policy whose `latestRef` changed (digest included) runs the automations of its namespace
+/// that select it (Flux runs every automation of the namespace).
 fn policy_trigger(
     client: kube::Client,
     namespace: Option<&str>,
@@ -118,7 +130,7 @@ fn policy_trigger(
             let changed = latest.is_some() && seen.get(&key) != Some(&latest);
             seen.insert(key.clone(), latest);
             let targets = if changed {
-                automations_in(&store, &key.0)
+                automations_for(&store, &key.0, p.labels())
             } else {
                 Vec::new()
             };

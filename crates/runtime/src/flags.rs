@@ -478,9 +478,17 @@ mod tests {
 
     #[test]
     fn every_upstream_flag_exists() {
-        for (cmd, names) in [
-            (Reflector::command(), REFLECTOR_UPSTREAM_FLAGS),
-            (Automation::command(), AUTOMATION_UPSTREAM_FLAGS),
+        for (cmd, names, own) in [
+            (
+                Reflector::command(),
+                REFLECTOR_UPSTREAM_FLAGS,
+                &["kubeconfig"][..],
+            ),
+            (
+                Automation::command(),
+                AUTOMATION_UPSTREAM_FLAGS,
+                &["kubeconfig", "git-cache-path", "git-cache-max-size"][..],
+            ),
         ] {
             let ours: Vec<String> = cmd
                 .get_arguments()
@@ -493,12 +501,14 @@ mod tests {
                     cmd.get_name()
                 );
             }
-            // Ours adds only --kubeconfig (plus clap's --help/--version).
-            let extra: Vec<&String> = ours
+            // Ours adds only --kubeconfig and the automation's Git cache flags (plus clap's
+            // --help/--version).
+            let extra: Vec<&str> = ours
                 .iter()
-                .filter(|o| !names.contains(&o.as_str()))
+                .map(String::as_str)
+                .filter(|o| !names.contains(o))
                 .collect();
-            assert_eq!(extra, vec!["kubeconfig"], "{}", cmd.get_name());
+            assert_eq!(extra, own, "{}", cmd.get_name());
         }
     }
 
