@@ -267,3 +267,91 @@ impl Tree<'_> {
             .map_err(|e| git_failed(format!("failed to update source: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::git_repository::GitRepositoryRef;
+    use api::image_update_automation::GIT_OPERATION_FAILED_REASON;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn remote(url: &str, pairs: &[(&str, &str)]) -> Remote {
+        Remote {
+            url: url.into(),
+            auth: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            proxy: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn branches() -> Branches {
+        Branches {
+            checkout: GitRepositoryRef {
+                branch: "main".into(),
+                ..Default::default()
+            },
+            push_branch: "main".into(),
+            switch_branch: false,
+            refspec: None,
+            push_options: BTreeMap::new(),
+        }
+    }
+
+    fn cache(dir: &Path) -> GitCache {
+        let settings = GitSettings {
+            all_branch_refs: true,
+            force_push_branch: true,
+            shallow: true,
+            ssh: SshOptions::default(),
+        };
+        GitCache::new(dir, 0, settings, Arc::new(Metrics::default())).unwrap()
+    }
+
+    #[test]
+    fn bad_credentials_are_source_manager_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(dir.path());
+        let fail = |r: Remote| checkout(&cache, &r, &branches()).err().unwrap();
+        let f = fail(remote("ssh://git@h/r", &[("known_hosts", "x")]));
+        assert_eq!(f.reason(), SOURCE_MANAGER_FAILED_REASON);
+        assert_eq!(
+            f.message(),
+            "failed configuring source manager: invalid 'ssh' auth option: 'identity' is required"
+        );
+        let f = fail(remote(
+            "https://h/r",
+            &[("username", "u"), ("bearerToken", "t")],
+        ));
+        assert_eq!(f.reason(), SOURCE_MANAGER_FAILED_REASON);
+        assert!(
+            f.message().contains("cannot be set at the same time"),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_remote_is_a_git_failure_without_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(dir.path());
+        // Port 1 on loopback refuses the connection at once.
+        let f = checkout(
+            &cache,
+            &remote("http://user:s3cret@127.0.0.1:1/r.git", &[]),
+            &branches(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(f.reason(), GIT_OPERATION_FAILED_REASON);
+        assert!(
+            f.message()
+                .starts_with("failed to checkout source: unable to "),
+            "{f}"
+        );
+        assert!(f.message().contains("127.0.0.1:1/r.git"), "{f}");
+        assert!(!f.message().contains("s3cret"), "{f}");
+    }
+}
