@@ -13,7 +13,7 @@ use crate::auth::RemoteSpec;
 use crate::checkout::Checkout;
 use crate::error::GitError;
 use crate::refs::CheckoutRef;
-use crate::remote::{OpContext, transport_url, with_deadline};
+use crate::remote::{OpContext, is_local, transport_url, with_deadline};
 
 /// Name of the marker written once a mirror's first clone completed.
 const READY: &str = "ready";
@@ -93,7 +93,8 @@ impl Cache {
     }
 
     /// Check out `reference` of `remote` into the mirror's clean worktree, prepared for commits as `options`
-    /// says. Blocks while another checkout holds the same mirror. A mirror that cannot be opened or updated
+    /// says. Blocks while another [`Checkout`] of the same mirror is alive (at most ten minutes), so drop one
+    /// before checking out the same remote again in the same thread. A mirror that cannot be opened or updated
     /// for local reasons (corruption, missing objects) is rebuilt from scratch.
     pub fn checkout(
         &self,
@@ -126,8 +127,7 @@ impl Cache {
             .write(true)
             .open(&lock_path)
             .map_err(GitError::io(format!("opening {}", lock_path.display())))?;
-        lock.lock()
-            .map_err(GitError::io(format!("locking {}", lock_path.display())))?;
+        wait_lock(&lock, &lock_path)?;
         // The lock file's modification time records the last use, for eviction.
         let _ = lock.set_modified(std::time::SystemTime::now());
         let repo_dir = dir.join(REPO);
@@ -199,7 +199,10 @@ impl Cache {
         repo.remote("origin", &transport_url(remote))
             .map_err(|e| GitError::local("configuring remote 'origin'", &e))?;
         // A commit may sit anywhere in history; everything else is fine with the tip only.
-        let shallow = options.shallow && !matches!(reference, CheckoutRef::Commit { .. });
+        // libgit2's local transport cannot fetch shallow.
+        let shallow = options.shallow
+            && !matches!(reference, CheckoutRef::Commit { .. })
+            && !is_local(remote);
         let target = match fetch_reference(&repo, remote, reference, options, shallow) {
             Ok(t) => t,
             Err(e) => {
@@ -258,6 +261,34 @@ impl Cache {
                 Err(e) => {
                     tracing::warn!(mirror = %path.display(), error = %e, "could not evict Git cache mirror")
                 }
+            }
+        }
+    }
+}
+
+/// Longest wait for another checkout of the same mirror to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Take the mirror's lock, waiting at most [`LOCK_WAIT`] for its holder.
+fn wait_lock(lock: &File, path: &Path) -> Result<(), GitError> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(GitError::Local {
+                    context: format!("locking {}", path.display()),
+                    message: format!("the mirror is still in use after {LOCK_WAIT:?}"),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(GitError::Io {
+                    context: format!("locking {}", path.display()),
+                    source: e,
+                });
             }
         }
     }

@@ -319,23 +319,31 @@ impl Checkout {
         Ok(Some(oid.to_string()))
     }
 
-    /// Our commits since the base, oldest first.
+    /// Our commits since the base, oldest first. Follows first parents only (our commits are a line on
+    /// the base), which also works in a shallow mirror where a revision walk would reach missing parents.
     fn own_commits(&self) -> Result<Vec<Oid>, GitError> {
-        let Some(head) = self.head_oid() else {
+        let Some(mut oid) = self.head_oid() else {
             return Ok(Vec::new());
         };
-        let mut walk = self
-            .repo
-            .revwalk()
-            .map_err(|e| GitError::local("walking history", &e))?;
-        walk.push(head)
-            .map_err(|e| GitError::local("walking history", &e))?;
-        walk.hide(self.base)
-            .map_err(|e| GitError::local("walking history", &e))?;
-        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)
-            .map_err(|e| GitError::local("walking history", &e))?;
-        walk.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| GitError::local("walking history", &e))
+        let mut out = Vec::new();
+        while oid != self.base {
+            out.push(oid);
+            let commit = self
+                .repo
+                .find_commit(oid)
+                .map_err(|e| GitError::local("walking our commits", &e))?;
+            match commit.parent_id(0) {
+                Ok(parent) => oid = parent,
+                Err(_) => {
+                    return Err(GitError::Local {
+                        context: "walking our commits".into(),
+                        message: format!("HEAD does not descend from {}", self.base),
+                    });
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Whether the push is forced: only for a separate push branch under `GitForcePushBranch` when
@@ -395,6 +403,7 @@ impl Checkout {
                 Ok(_) => {
                     let head = self.head_oid().unwrap_or(self.base);
                     self.remote_head = Some(head);
+                    self.base = head;
                     let mut refspecs = Vec::new();
                     if let Some(r) = spec.refspec.as_deref().filter(|r| !r.is_empty()) {
                         let user = if forced && !r.starts_with('+') {
@@ -513,7 +522,20 @@ fn push_now(
         .map_err(|e| PushFailure::Error(GitError::local("finding remote 'origin'", &e)))?;
     let rejections = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
     let updated = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let up_to_date = std::rc::Rc::new(std::cell::Cell::new(false));
     let mut cb = ctx.callbacks();
+    {
+        // Nothing to update: stop here (libgit2 would otherwise wait on the server for an answer to an
+        // empty command list).
+        let up_to_date = up_to_date.clone();
+        cb.push_negotiation(move |updates| {
+            if updates.iter().all(|u| u.src() == u.dst()) {
+                up_to_date.set(true);
+                return Err(git2::Error::from_str("already up-to-date"));
+            }
+            Ok(())
+        });
+    }
     {
         let rejections = rejections.clone();
         let updated = updated.clone();
@@ -529,6 +551,7 @@ fn push_now(
     let result = origin.push(refspecs, Some(&mut po));
     drop(po);
     match result {
+        Err(_) if up_to_date.get() => Ok(0),
         Err(e) if e.code() == git2::ErrorCode::NotFastForward => Err(PushFailure::Rejected(
             format!("non-fast-forward: {}", e.message()),
         )),

@@ -21,6 +21,11 @@ pub(crate) fn transport_url(spec: &RemoteSpec) -> String {
     strip_password(&spec.url)
 }
 
+/// Whether the remote is a local path or `file://` URL.
+pub(crate) fn is_local(spec: &RemoteSpec) -> bool {
+    RemoteUrl::parse(&spec.url).is_none_or(|u| u.scheme == "file")
+}
+
 /// Refuse combinations libgit2 cannot serve, naming them (the README lists the supported subset).
 pub(crate) fn check_supported(spec: &RemoteSpec) -> Result<(), GitError> {
     let url = spec.redacted_url();
@@ -296,7 +301,10 @@ impl<'s> OpContext<'s> {
             };
         }
         let cert = self.cert_error.borrow().clone();
-        let kind = if cert.is_some() || e.code() == git2::ErrorCode::Certificate {
+        let kind = if cert.is_some()
+            || e.code() == git2::ErrorCode::Certificate
+            || e.message().contains("certificate")
+        {
             RemoteErrorKind::Certificate
         } else if e.code() == git2::ErrorCode::Auth
             || e.message().contains("authentication")

@@ -24,6 +24,35 @@ enum SignerKind {
         passphrase: Password,
     },
     Ssh(ssh_key::PrivateKey),
+    /// RSA, signed through [`RsaSshSigner`].
+    SshRsa(RsaSshSigner),
+}
+
+/// An RSA SSH signing key (PKCS#1 v1.5 with SHA-512, `rsa-sha2-512`, as ssh-keygen signs).
+struct RsaSshSigner {
+    key: rsa::RsaPrivateKey,
+    public: ssh_key::public::KeyData,
+}
+
+impl signature::Signer<ssh_key::Signature> for RsaSshSigner {
+    fn try_sign(&self, msg: &[u8]) -> Result<ssh_key::Signature, signature::Error> {
+        use signature::SignatureEncoding as _;
+        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(self.key.clone());
+        let sig = signature::Signer::try_sign(&signer, msg)?;
+        ssh_key::Signature::new(
+            ssh_key::Algorithm::Rsa {
+                hash: Some(ssh_key::HashAlg::Sha512),
+            },
+            sig.to_vec(),
+        )
+        .map_err(|_| signature::Error::new())
+    }
+}
+
+impl From<&RsaSshSigner> for ssh_key::public::KeyData {
+    fn from(s: &RsaSshSigner) -> Self {
+        s.public.clone()
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -33,6 +62,7 @@ impl std::fmt::Debug for Signer {
                 write!(f, "Signer(openpgp {:?})", key.primary_key.legacy_key_id())
             }
             SignerKind::Ssh(k) => write!(f, "Signer(ssh {})", k.algorithm()),
+            SignerKind::SshRsa(_) => write!(f, "Signer(ssh ssh-rsa)"),
         }
     }
 }
@@ -145,13 +175,31 @@ impl Signer {
         match key.key_data() {
             ssh_key::private::KeypairData::Ed25519(_) | ssh_key::private::KeypairData::Ecdsa(_) => {
             }
-            ssh_key::private::KeypairData::Rsa(rsa) => {
-                let bits = rsa.public.n.as_positive_bytes().map_or(0, |b| b.len() * 8);
+            ssh_key::private::KeypairData::Rsa(pair) => {
+                let bits = pair.public.n.as_positive_bytes().map_or(0, |b| b.len() * 8);
                 if bits < 2048 {
                     return Err(GitError::Signing(format!(
                         "RSA key size {bits} bits is below the minimum of 2048 bits"
                     )));
                 }
+                let int = |m: &ssh_key::Mpint| {
+                    rsa::BigUint::from_bytes_be(m.as_positive_bytes().unwrap_or_default())
+                };
+                let key = rsa::RsaPrivateKey::from_components(
+                    int(&pair.public.n),
+                    int(&pair.public.e),
+                    int(&pair.private.d),
+                    vec![int(&pair.private.p), int(&pair.private.q)],
+                )
+                .map_err(|e| {
+                    GitError::Signing(format!(
+                        "could not parse SSH signing key from secret '{name}': {e}"
+                    ))
+                })?;
+                let public = ssh_key::public::KeyData::from(key_public(&key)?);
+                return Ok(Signer {
+                    inner: Arc::new(SignerKind::SshRsa(RsaSshSigner { key, public })),
+                });
             }
             _ => {
                 return Err(GitError::Signing(format!(
@@ -201,6 +249,24 @@ impl Signer {
                 sig.to_pem(ssh_key::LineEnding::LF)
                     .map_err(|e| GitError::Signing(format!("armoring the signature failed: {e}")))
             }
+            SignerKind::SshRsa(signer) => {
+                let sig = ssh_key::SshSig::sign(signer, "git", ssh_key::HashAlg::Sha512, content)
+                    .map_err(|e| {
+                    GitError::Signing(format!("signing the commit failed: {e}"))
+                })?;
+                sig.to_pem(ssh_key::LineEnding::LF)
+                    .map_err(|e| GitError::Signing(format!("armoring the signature failed: {e}")))
+            }
         }
+    }
+}
+
+/// The SSH public key of an RSA private key.
+fn key_public(key: &rsa::RsaPrivateKey) -> Result<ssh_key::public::RsaPublicKey, GitError> {
+    use rsa::traits::PublicKeyParts as _;
+    let mpint = |b: &rsa::BigUint| ssh_key::Mpint::from_positive_bytes(&b.to_bytes_be());
+    match (mpint(key.e()), mpint(key.n())) {
+        (Ok(e), Ok(n)) => Ok(ssh_key::public::RsaPublicKey { e, n }),
+        _ => Err(GitError::Signing("invalid RSA public key".into())),
     }
 }

@@ -260,6 +260,7 @@ fn refspec_push_and_up_to_date_refspec() {
     assert_eq!(bare_git(&bare, &["rev-parse", "release"]), out.commit);
 
     // A refspec equivalent to the branch push is already up to date: an error, as in Flux.
+    drop(co);
     let mut co = checkout_main(&cache, &remote).unwrap();
     edit_commit(&mut co, "deploy.yaml", "image: app:5\n")
         .unwrap()
