@@ -139,11 +139,12 @@ impl GitAuth {
                 let bearer = text(data, "bearerToken");
                 let mut username = text(data, "username");
                 let mut password = text(data, "password");
-                if username.is_none() && password.is_none() {
-                    if let Some(u) = &parsed {
-                        username = u.user.clone();
-                        password = u.password.clone();
-                    }
+                if username.is_none()
+                    && password.is_none()
+                    && let Some(u) = &parsed
+                {
+                    username = u.user.clone();
+                    password = u.password.clone();
                 }
                 if password.is_some() && username.is_none() {
                     return Err(GitError::InvalidAuth(format!(

@@ -226,13 +226,13 @@ impl<'s> OpContext<'s> {
                     HostKeyCheck::Rejected(why) => reject(why),
                 };
             }
-            if let Some(x509) = cert.as_x509() {
-                if let Some(ca) = &spec.auth.ca {
-                    return match verify_with_ca(x509.data(), ca, host) {
-                        Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
-                        Err(why) => reject(format!("TLS certificate of {host} rejected: {why}")),
-                    };
-                }
+            if let Some(x509) = cert.as_x509()
+                && let Some(ca) = &spec.auth.ca
+            {
+                return match verify_with_ca(x509.data(), ca, host) {
+                    Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+                    Err(why) => reject(format!("TLS certificate of {host} rejected: {why}")),
+                };
             }
             Ok(CertificateCheckStatus::CertificatePassthrough)
         });

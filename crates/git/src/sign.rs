@@ -19,7 +19,7 @@ pub struct Signer {
 
 enum SignerKind {
     OpenPgp {
-        key: SignedSecretKey,
+        key: Box<SignedSecretKey>,
         subkey: Option<usize>,
         passphrase: Password,
     },
@@ -135,7 +135,7 @@ impl Signer {
         let passphrase = Password::from(passphrase.unwrap_or_default().as_str());
         let signer = Signer {
             inner: Arc::new(SignerKind::OpenPgp {
-                key,
+                key: Box::new(key),
                 subkey,
                 passphrase,
             }),

@@ -1,5 +1,6 @@
 //! Bad input: unreachable remotes, auth failures, unknown references, wrong host keys, corrupt caches,
 //! silent servers. Errors name the URL (credentials stripped) and the reference, never a secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
 
 mod common;
 

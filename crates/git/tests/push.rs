@@ -1,5 +1,6 @@
 //! Pushing: concurrent writers on one branch (IAC#939), several commits in one push, push branches under the
 //! §5.7 feature-gate matrix, refspecs and push options.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
 
 mod common;
 

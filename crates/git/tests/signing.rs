@@ -1,5 +1,6 @@
 //! Signed commits verified by the real `git verify-commit`: OpenPGP keys made by gpg (passphrase-protected,
 //! with and without a signing subkey) and SSH keys made by ssh-keygen.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Clone, commit and push over every transport of the test environment, against its real servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
 
 mod common;
 
@@ -48,7 +49,7 @@ fn full_cycle(transport: GitTransport) {
     std::fs::write(work.join("README"), "upstream\n").unwrap();
     testenv::git::git(&work, &["commit", "-qam", "upstream"]).unwrap();
     testenv::git::git(&work, &["push", "-q", "origin", "main"]).unwrap();
-    let mut co = checkout_main(&cache, &remote).unwrap();
+    let co = checkout_main(&cache, &remote).unwrap();
     assert_eq!(co.head(), bare_git(&bare, &["rev-parse", "main"]));
     assert_eq!(
         std::fs::read_to_string(co.workdir().join("README")).unwrap(),

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: remotes for every transport of the test environment, seeded
 //! repositories, and reading a bare repository with the git CLI.
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
+#![allow(dead_code)] // each test binary uses a different subset
+
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
