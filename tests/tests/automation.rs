@@ -868,3 +868,65 @@ async fn the_guide_end_to_end_on_both_controllers() -> Result<()> {
     .with_context(logs)?;
     Ok(())
 }
+
+/// A signing key in the automation's namespace signs its commits (SSH, SSHSIG verified by `git`); a
+/// signing Secret that does not exist is `SourceManagerFailed`, retried, with no commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_are_signed_with_the_signing_key() -> Result<()> {
+    let w = World::new("iua-signed", &guide_files()).await?;
+    let seed = w.head("main")?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("id");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "signer", "-f"])
+        .arg(&key)
+        .output()?;
+    ensure!(out.status.success(), "ssh-keygen: {out:?}");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(w.client.clone(), &w.ns);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "signing"},
+        "stringData": {"identity": std::fs::read_to_string(&key)?},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    w.policy("podinfo", PODINFO, "5.0.3").await?;
+    w.automation(
+        "unsigned",
+        json!({"git": {"commit": {"signingKey": {"secretRef": {"name": "nope"}}}}}),
+    )
+    .await?;
+    let ready = w
+        .wait_for_condition("unsigned", "Ready", "False", "SourceManagerFailed")
+        .await?;
+    ensure!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("could not find signing key secret 'nope'"),
+        "{ready}"
+    );
+    ensure!(w.head("main")? == seed, "the failing automation pushed");
+    w.automation(
+        "signed",
+        json!({"git": {"commit": {"signingKey": {"secretRef": {"name": "signing"}, "type": "ssh"}}}}),
+    )
+    .await?;
+    let head = w.wait_for_commit("main", &seed).await?;
+    let allowed = keys.path().join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!(
+            "fluxcdbot@users.noreply.github.com {}",
+            std::fs::read_to_string(key.with_extension("pub"))?
+        ),
+    )?;
+    let out = testenv::git::git_command()
+        .current_dir(&w.bare)
+        .args(["-c", "gpg.format=ssh", "-c"])
+        .arg(format!("gpg.ssh.allowedSignersFile={}", allowed.display()))
+        .args(["verify-commit", "-v", &head])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "git verify-commit failed: {text}");
+    ensure!(text.contains("Good \"git\" signature"), "{text}");
+    Ok(())
+}

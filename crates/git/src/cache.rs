@@ -70,10 +70,19 @@ impl Cache {
 
     /// The mirror directory for a remote (URL without credentials, plus a digest of the credential identity).
     pub fn mirror_dir(&self, remote: &RemoteSpec) -> PathBuf {
+        self.partition_dir(remote, None)
+    }
+
+    /// The mirror directory for a remote within a partition (see [`Cache::checkout_in`]).
+    fn partition_dir(&self, remote: &RemoteSpec, partition: Option<&str>) -> PathBuf {
         let mut h = Sha256::new();
         h.update(transport_url(remote).as_bytes());
         h.update(b"\0");
         h.update(remote.auth.identity_digest().as_bytes());
+        if let Some(p) = partition {
+            h.update(b"\0");
+            h.update(p.as_bytes());
+        }
         let key: String = h
             .finalize()
             .iter()
@@ -93,7 +102,20 @@ impl Cache {
         reference: &CheckoutRef,
         options: &CheckoutOptions,
     ) -> Result<Checkout, GitError> {
-        let dir = self.mirror_dir(remote);
+        self.checkout_in(None, remote, reference, options)
+    }
+
+    /// [`Cache::checkout`] in a separate mirror of the same remote named by `partition` (e.g. a push
+    /// branch), so writers of different partitions do not wait for each other's lock. `None` is the
+    /// mirror [`Cache::checkout`] uses. All partitions share the cache's size bound.
+    pub fn checkout_in(
+        &self,
+        partition: Option<&str>,
+        remote: &RemoteSpec,
+        reference: &CheckoutRef,
+        options: &CheckoutOptions,
+    ) -> Result<Checkout, GitError> {
+        let dir = self.partition_dir(remote, partition);
         std::fs::create_dir_all(&dir).map_err(GitError::io(format!(
             "creating cache directory {}",
             dir.display()

@@ -185,6 +185,28 @@ impl Checkout {
         Ok(())
     }
 
+    /// Discard uncommitted edits: the index and worktree become exactly HEAD's tree (untracked and ignored
+    /// files removed). Commits already made are kept.
+    pub fn discard_changes(&mut self) -> Result<(), GitError> {
+        let head = self.head_oid().ok_or_else(|| GitError::Local {
+            context: "discarding changes".into(),
+            message: "HEAD has no commit".into(),
+        })?;
+        let c = self
+            .repo
+            .find_object(head, Some(git2::ObjectType::Commit))
+            .map_err(|e| GitError::local("reading HEAD", &e))?;
+        self.repo
+            .reset(&c, git2::ResetType::Hard, None)
+            .map_err(|e| GitError::local("discarding changes", &e))?;
+        // A hard reset keeps untracked files; a forced checkout of HEAD removes them.
+        let mut cb = CheckoutBuilder::new();
+        cb.force().remove_untracked(true).remove_ignored(true);
+        self.repo
+            .checkout_head(Some(&mut cb))
+            .map_err(|e| GitError::local("removing untracked files", &e))
+    }
+
     /// The worktree directory to edit.
     pub fn workdir(&self) -> &Path {
         &self.workdir

@@ -15,12 +15,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use runtime::app::Started;
-use runtime::features::{GIT_FORCE_PUSH_BRANCH, OBJECT_LEVEL_WORKLOAD_IDENTITY};
+use runtime::features::{
+    GIT_ALL_BRANCH_REFERENCES, GIT_FORCE_PUSH_BRANCH, GIT_SHALLOW_CLONE,
+    OBJECT_LEVEL_WORKLOAD_IDENTITY,
+};
 use runtime::flags::AutomationFlags;
 use runtime::reconcile::{self, ControllerSpec, scoped_api, watcher_config};
 
 use crate::cycle::Writers;
-use crate::gitops::GitCache;
+use crate::gitops::{GitCache, GitSettings};
 use crate::reconciler::Automation;
 use crate::source::ResolveOptions;
 
@@ -39,6 +42,15 @@ pub async fn controllers(
     let cache = GitCache::new(
         &flags.git_cache_path,
         flags.git_cache_max_size,
+        GitSettings {
+            all_branch_refs: gates.enabled(GIT_ALL_BRANCH_REFERENCES),
+            force_push_branch: gates.enabled(GIT_FORCE_PUSH_BRANCH),
+            shallow: gates.enabled(GIT_SHALLOW_CLONE),
+            ssh: git::SshOptions {
+                kex_algos: flags.ssh_kex_algos.clone(),
+                hostkey_algos: flags.ssh_hostkey_algos.clone(),
+            },
+        },
         ctx.metrics.clone(),
     )?;
     let automations = ControllerSpec::<ImageUpdateAutomation>::new(
@@ -67,10 +79,7 @@ pub async fn controllers(
             no_cross_namespace_refs: flags.common.no_cross_namespace_refs,
             object_level_workload_identity: gates.enabled(OBJECT_LEVEL_WORKLOAD_IDENTITY),
         },
-        writers: Arc::new(Writers::new(
-            Arc::new(cache),
-            gates.enabled(GIT_FORCE_PUSH_BRANCH),
-        )),
+        writers: Arc::new(Writers::new(Arc::new(cache))),
     };
     reconcile::run(automations, ctx, Arc::new(reconciler), shutdown).await;
     Ok(())

@@ -68,16 +68,14 @@ struct Queue {
 /// The queues of every (URL, push branch) written by this process.
 pub struct Writers {
     cache: Arc<GitCache>,
-    force_push_branch: bool,
     queues: Mutex<HashMap<(String, String), Arc<Queue>>>,
 }
 
 impl Writers {
-    /// Writers using `cache` for clones; `force_push_branch` is the `GitForcePushBranch` gate.
-    pub fn new(cache: Arc<GitCache>, force_push_branch: bool) -> Self {
+    /// Writers using `cache` for clones.
+    pub fn new(cache: Arc<GitCache>) -> Self {
         Self {
             cache,
-            force_push_branch,
             queues: Mutex::new(HashMap::new()),
         }
     }
@@ -109,9 +107,7 @@ impl Writers {
             // Empty when an earlier writer already ran this job with its own batch.
             if !batch.is_empty() {
                 let cache = self.cache.clone();
-                let force = self.force_push_branch;
-                let replies =
-                    tokio::task::spawn_blocking(move || run_batch(&cache, force, batch)).await;
+                let replies = tokio::task::spawn_blocking(move || run_batch(&cache, batch)).await;
                 if let Err(e) = replies {
                     // The batch's senders were dropped with the panicked task: every waiter
                     // (this one included) sees a closed channel below.
@@ -125,7 +121,7 @@ impl Writers {
 }
 
 /// Runs a drained batch: cycles of jobs with the same remote and branches, jobs in name order.
-fn run_batch(cache: &GitCache, force_push_branch: bool, mut batch: Vec<(Job, Reply)>) {
+fn run_batch(cache: &GitCache, mut batch: Vec<(Job, Reply)>) {
     batch.sort_by(|a, b| {
         (&a.0.automation.namespace, &a.0.automation.name)
             .cmp(&(&b.0.automation.namespace, &b.0.automation.name))
@@ -137,8 +133,7 @@ fn run_batch(cache: &GitCache, force_push_branch: bool, mut batch: Vec<(Job, Rep
             .partition(|(j, _)| j.remote == remote && j.branches == branches);
         batch = rest;
         let (jobs, replies): (Vec<Job>, Vec<Reply>) = group.into_iter().unzip();
-        let force = force_push_branch && branches.switch_branch;
-        let outcomes = run_cycle(cache, &remote, &branches, force, &jobs);
+        let outcomes = run_cycle(cache, &remote, &branches, &jobs);
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A waiter that went away (shutdown) needs no answer.
             let _ = reply.send(outcome);
@@ -151,7 +146,6 @@ fn run_cycle(
     cache: &GitCache,
     remote: &Remote,
     branches: &Branches,
-    force: bool,
     jobs: &[Job],
 ) -> Vec<Result<Outcome, Failure>> {
     let all = |f: Failure| jobs.iter().map(|_| Err(f.clone())).collect();
@@ -162,7 +156,7 @@ fn run_cycle(
     let checkout_revision = checkout.revision();
     // The commits of this cycle, per job: None = nothing to commit, Some((sha, message)).
     let mut results: Vec<Result<Option<(String, String)>, Failure>> = Vec::new();
-    let apply_all = |co: &mut gitops::Workspace,
+    let apply_all = |co: &mut gitops::Tree<'_>,
                      results: &mut Vec<Result<Option<(String, String)>, Failure>>|
      -> Result<(), Failure> {
         results.clear();
@@ -176,7 +170,7 @@ fn run_cycle(
         }
         Ok(())
     };
-    if let Err(f) = apply_all(&mut checkout, &mut results) {
+    if let Err(f) = apply_all(&mut checkout.tree(), &mut results) {
         return all(f);
     }
     let committed = results.iter().any(|r| matches!(r, Ok(Some(_))));
@@ -186,7 +180,7 @@ fn run_cycle(
             .map(|j| j.started)
             .min()
             .unwrap_or_else(Instant::now);
-        let push = checkout.push(branches, force, started, &mut |co| {
+        let push = checkout.push(branches, started, &mut |co| {
             // The remote moved: redo every job's update on its new tip.
             apply_all(co, &mut results)
         });
@@ -220,7 +214,7 @@ fn run_cycle(
 
 /// A job's update of the workspace and its commit; nothing is written when the update fails.
 fn update_and_commit(
-    co: &mut gitops::Workspace,
+    co: &mut gitops::Tree<'_>,
     job: &Job,
 ) -> Result<Option<(String, String)>, Failure> {
     let Some(message) = update(co.workdir(), job)? else {

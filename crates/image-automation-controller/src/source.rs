@@ -95,8 +95,8 @@ pub struct Remote {
     pub url: String,
     /// The data of the credentials Secret (empty without `secretRef`).
     pub auth: BTreeMap<String, Vec<u8>>,
-    /// Proxy URL with credentials, from `proxySecretRef`.
-    pub proxy: Option<String>,
+    /// Proxy from `proxySecretRef`.
+    pub proxy: Option<git::ProxyOptions>,
     /// Per-operation timeout.
     pub timeout: Duration,
 }
@@ -116,19 +116,8 @@ pub struct Branches {
     pub push_options: BTreeMap<String, String>,
 }
 
-/// The commit signing key, as read from its Secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigningSecret {
-    /// Secret name (for messages).
-    pub name: String,
-    /// Key type.
-    pub key_type: SigningKeyType,
-    /// Secret data.
-    pub data: BTreeMap<String, Vec<u8>>,
-}
-
 /// How this automation commits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CommitSettings {
     /// Author name.
     pub author_name: String,
@@ -138,12 +127,12 @@ pub struct CommitSettings {
     pub template: String,
     /// `messageTemplateValues`.
     pub values: Option<BTreeMap<String, String>>,
-    /// Signing key, if any.
-    pub signing: Option<SigningSecret>,
+    /// Signing key (from the signing Secret, §2.6), if any.
+    pub signing: Option<git::Signer>,
 }
 
 /// The resolved source of one automation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Source {
     /// The remote.
     pub remote: Remote,
@@ -189,50 +178,6 @@ async fn get_secret(
         }
         Err(e) => Err(format!("failed to get secret '{namespace}/{name}': {e}")),
     }
-}
-
-/// The proxy URL from a proxy Secret (`address`, optional `username`/`password`).
-pub fn proxy_url(secret: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<String, String> {
-    let text = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let address = text("address");
-    if address.is_empty() {
-        return Err(format!("secret '{secret}': proxy address is empty"));
-    }
-    if address.len() > 2048 {
-        return Err(format!(
-            "secret '{secret}': proxy address is longer than 2048 characters"
-        ));
-    }
-    let Some((scheme, rest)) = address.split_once("://") else {
-        return Err(format!(
-            "secret '{secret}': proxy address '{address}' has no scheme (http, https or socks5)"
-        ));
-    };
-    if !matches!(scheme, "http" | "https" | "socks5") {
-        return Err(format!(
-            "secret '{secret}': proxy address scheme '{scheme}' is not supported (http, https or socks5)"
-        ));
-    }
-    let (user, pass) = (text("username"), text("password"));
-    if user.is_empty() && pass.is_empty() {
-        return Ok(address);
-    }
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    Ok(format!("{scheme}://{}:{}@{rest}", enc(&user), enc(&pass)))
 }
 
 /// Flux's push branch inference (§5.1): the explicit push branch, else the checkout branch.
@@ -360,7 +305,10 @@ pub async fn resolve(
             let data = get_secret(client, &repo_ns, &r.name)
                 .await
                 .map_err(manager_failed)?;
-            Some(proxy_url(&format!("{repo_ns}/{}", r.name), &data).map_err(manager_failed)?)
+            Some(
+                git::ProxyOptions::from_secret(&format!("{repo_ns}/{}", r.name), &data)
+                    .map_err(manager_failed)?,
+            )
         }
         _ => None,
     };
@@ -380,11 +328,17 @@ pub async fn resolve(
                     format!("could not find signing key secret '{name}': {e}"),
                 )
             })?;
-            Some(SigningSecret {
-                name,
-                key_type: key.key_type(),
-                data,
-            })
+            let kind = match key.key_type() {
+                SigningKeyType::Gpg => "gpg",
+                SigningKeyType::Ssh => "ssh",
+            };
+            // Decrypting an OpenPGP key is CPU work: off the async threads.
+            let signer =
+                tokio::task::spawn_blocking(move || git::Signer::from_secret(&name, kind, &data))
+                    .await
+                    .map_err(|e| Failure::retry(SOURCE_MANAGER_FAILED_REASON, e.to_string()))?
+                    .map_err(|e| Failure::retry(SOURCE_MANAGER_FAILED_REASON, e.to_string()))?;
+            Some(signer)
         }
         None => None,
     };
@@ -477,40 +431,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(branches(&a, Some(&r)).unwrap().push_branch, "dev");
-    }
-
-    #[test]
-    fn proxy_urls_carry_escaped_credentials() {
-        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect()
-        };
-        assert_eq!(
-            proxy_url("ns/p", &data(&[("address", "http://proxy:3128")])).unwrap(),
-            "http://proxy:3128"
-        );
-        assert_eq!(
-            proxy_url(
-                "ns/p",
-                &data(&[
-                    ("address", "socks5://proxy:1080"),
-                    ("username", "u"),
-                    ("password", "p@ss")
-                ])
-            )
-            .unwrap(),
-            "socks5://u:p%40ss@proxy:1080"
-        );
-        assert_eq!(
-            proxy_url("ns/p", &data(&[])).unwrap_err(),
-            "secret 'ns/p': proxy address is empty"
-        );
-        assert!(
-            proxy_url("ns/p", &data(&[("address", "ftp://x")]))
-                .unwrap_err()
-                .contains("'ftp' is not supported")
-        );
     }
 }

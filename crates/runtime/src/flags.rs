@@ -414,8 +414,9 @@ pub struct AutomationFlags {
     #[arg(long, value_delimiter = ',', action = clap::ArgAction::Append)]
     pub ssh_hostkey_algos: Vec<String>,
 
-    /// Directory of the Git clone cache (kept between runs; one clone per repository URL). It must be
-    /// writable: the default is under /tmp, the writable emptyDir of the deployment.
+    /// Directory of the Git clone cache (kept between runs; one clone per repository, credentials and
+    /// push branch). It must be writable: the default is under /tmp, the writable emptyDir of the
+    /// deployment.
     #[arg(
         long,
         default_value = "/tmp/image-automation-git-cache",
@@ -424,7 +425,7 @@ pub struct AutomationFlags {
     pub git_cache_path: std::path::PathBuf,
 
     /// Maximum total size in bytes of the Git clone cache; the least recently used clones are removed
-    /// beyond it (0: no clone is kept after a run).
+    /// beyond it (0: only the clone in use is kept).
     #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
     pub git_cache_max_size: u64,
 }

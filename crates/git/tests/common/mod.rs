@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: failing loudly is the point
 #![allow(dead_code)] // each test binary uses a different subset
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
