@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
-use registry::{AccessSpec, ImageRef, SecretData, SecretSource, SourceError, resolve_access};
+use registry::{ImageRef, SecretData, SecretSource, SourceError, resolve_access};
 use runtime::conditions::{
     self, Conditions, ReconcileResult, ResultFinalizer, now_seconds, progressive_status,
 };
@@ -351,14 +351,7 @@ impl Repositories {
         let deadline = tokio::time::Instant::now() + timeout;
         // 6. Credentials. Cloud provider credentials are fetched lazily by the scan, so their
         // failures are `ReadOperationFailed`, as upstream.
-        let spec = AccessSpec {
-            namespace: obj.namespace().unwrap_or_default(),
-            secret_ref: obj.spec.secret_ref.as_ref().map(|r| r.name.clone()),
-            cert_secret_ref: obj.spec.cert_secret_ref.as_ref().map(|r| r.name.clone()),
-            proxy_secret_ref: obj.spec.proxy_secret_ref.as_ref().map(|r| r.name.clone()),
-            service_account_name: obj.spec.service_account_name.clone(),
-            provider: Some(provider.as_str().to_string()),
-        };
+        let spec = crate::cluster::access_spec(obj);
         let secrets = ApiSecrets::new(self.client.clone());
         let access = match tokio::time::timeout_at(deadline, resolve_access(&spec, &secrets)).await
         {
