@@ -21,6 +21,9 @@ pub struct GitAuth {
     pub(crate) ca: Option<Vec<u8>>,
     /// PEM client certificate and key for HTTPS (mutual TLS).
     pub(crate) client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// The stable identity behind a provider-issued credential (e.g. a GitHub App installation): the
+    /// token rotates, the identity does not, so the cache keeps one mirror across token refreshes.
+    pub(crate) issued_for: Option<String>,
 }
 
 /// The credential presented to the server.
@@ -68,6 +71,7 @@ impl std::fmt::Debug for GitAuth {
             .field("credential", &kind)
             .field("ca", &self.ca.as_ref().map(|c| c.len()))
             .field("client_cert", &self.client_cert.is_some())
+            .field("issued_for", &self.issued_for)
             .finish()
     }
 }
@@ -133,6 +137,7 @@ impl GitAuth {
                     },
                     ca: None,
                     client_cert: None,
+                    issued_for: None,
                 })
             }
             "http" | "https" => {
@@ -184,6 +189,7 @@ impl GitAuth {
                     credential,
                     ca,
                     client_cert,
+                    issued_for: None,
                 })
             }
             "file" | "git" => Ok(GitAuth::anonymous()),
@@ -196,10 +202,43 @@ impl GitAuth {
         }
     }
 
+    /// The same options with HTTP basic `username`/`password` issued by a Git provider (Flux: provider
+    /// credentials overwrite the Secret's `username`, `password` and `bearerToken`; TLS options stay).
+    /// `identity` names who the credential was issued to, without secrets (see [`GitAuth::identity_digest`]).
+    pub fn with_issued_basic(
+        self,
+        username: String,
+        password: String,
+        identity: String,
+    ) -> GitAuth {
+        GitAuth {
+            credential: Credential::Basic { username, password },
+            issued_for: Some(identity),
+            ..self
+        }
+    }
+
+    /// The same options with an HTTP bearer token issued by a Git provider for `identity` (see
+    /// [`GitAuth::with_issued_basic`]).
+    pub fn with_issued_bearer(self, token: String, identity: String) -> GitAuth {
+        GitAuth {
+            credential: Credential::Bearer(token),
+            issued_for: Some(identity),
+            ..self
+        }
+    }
+
     /// A digest of the credential identity (not reversible), separating cache mirrors of one URL fetched
-    /// with different credentials.
+    /// with different credentials. A provider-issued credential counts as its stable identity, so a
+    /// refreshed token keeps using the same mirror.
     pub fn identity_digest(&self) -> String {
         let mut h = Sha256::new();
+        if let Some(identity) = &self.issued_for {
+            h.update(b"issued\0");
+            h.update(identity.as_bytes());
+            let d = h.finalize();
+            return d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        }
         match &self.credential {
             Credential::None => h.update(b"none"),
             Credential::Basic { username, password } => {
@@ -280,6 +319,11 @@ impl ProxyOptions {
             None => format!("{scheme}://{rest}"),
         };
         Ok(ProxyOptions { url, scheme })
+    }
+
+    /// The proxy URL, credentials included as userinfo: hand it to an HTTP client, never to a log.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// A proxy from a URL (credentials as userinfo), e.g. from the environment.
@@ -417,6 +461,42 @@ mod tests {
         .unwrap();
         assert!(!format!("{b:?}").contains("SECRET"));
         assert_ne!(a.identity_digest(), b.identity_digest());
+    }
+
+    #[test]
+    fn issued_credentials_replace_the_secret_ones_and_keep_a_stable_identity() {
+        let base = GitAuth::from_secret(
+            "https://h/r",
+            &secret(&[("username", "u"), ("password", "p"), ("ca.crt", "CA")]),
+        )
+        .unwrap();
+        let a = base.clone().with_issued_basic(
+            "x-access-token".into(),
+            "SECRET-1".into(),
+            "github app 1".into(),
+        );
+        assert!(
+            matches!(a.credential, Credential::Basic { ref username, ref password } if username == "x-access-token" && password == "SECRET-1")
+        );
+        assert_eq!(a.ca.as_deref(), Some(&b"CA"[..]));
+        let b = base.clone().with_issued_basic(
+            "x-access-token".into(),
+            "SECRET-2".into(),
+            "github app 1".into(),
+        );
+        assert_eq!(a.identity_digest(), b.identity_digest());
+        let c = base.clone().with_issued_basic(
+            "x-access-token".into(),
+            "SECRET-1".into(),
+            "github app 2".into(),
+        );
+        assert_ne!(a.identity_digest(), c.identity_digest());
+        assert_ne!(a.identity_digest(), base.identity_digest());
+        let d = base.with_issued_bearer("SECRET-3".into(), "azure".into());
+        assert!(matches!(d.credential, Credential::Bearer(_)));
+        for x in [&a, &b, &c, &d] {
+            assert!(!format!("{x:?}").contains("SECRET"));
+        }
     }
 
     #[test]

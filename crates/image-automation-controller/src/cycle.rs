@@ -303,6 +303,7 @@ mod tests {
             remote: Remote {
                 url: "http://h/r".into(),
                 auth: BTreeMap::new(),
+                provider: None,
                 proxy: None,
                 timeout: Duration::from_secs(1),
             },

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use api::git_repository::GitCheckout;
-use api::image_update_automation::SOURCE_MANAGER_FAILED_REASON;
 use git::{
     Checkout, CheckoutOptions, CheckoutRef, CommitSpec, GitAuth, GitError, PushSpec, RemoteSpec,
     SshOptions, redact_url,
 };
 use runtime::metrics::{GitOperationLabels, Metrics, RepositoryLabels};
 
-use crate::source::{Branches, CommitSettings, Failure, Remote, git_failed};
+use crate::source::{Branches, CommitSettings, Failure, Remote, git_failed, manager_failed};
 
 /// How the controller's flags and feature gates shape Git operations.
 #[derive(Debug, Clone)]
@@ -92,18 +91,13 @@ pub struct Tree<'a> {
     timer: &'a Timer,
 }
 
-/// A source-manager failure (bad credentials, proxy or options), Flux's wording.
-fn manager_failed(e: impl std::fmt::Display) -> Failure {
-    Failure::retry(
-        SOURCE_MANAGER_FAILED_REASON,
-        format!("failed configuring source manager: {e}"),
-    )
-}
-
 /// The remote as the git crate takes it: credentials from the GitRepository's Secret (§2.3), proxy,
 /// timeout and SSH algorithms.
 fn remote_spec(remote: &Remote, ssh: &SshOptions) -> Result<RemoteSpec, Failure> {
-    let auth = GitAuth::from_secret(&remote.url, &remote.auth).map_err(manager_failed)?;
+    let mut auth = GitAuth::from_secret(&remote.url, &remote.auth).map_err(manager_failed)?;
+    if let Some(issued) = &remote.provider {
+        auth = issued.apply(auth);
+    }
     Ok(RemoteSpec {
         url: remote.url.clone(),
         auth,
@@ -152,9 +146,12 @@ pub fn checkout(
                 .cache
                 .checkout_in(Some(&branches.push_branch), &spec, &reference, &options)
         })
-        .map_err(|e| match e {
-            GitError::InvalidAuth(_) | GitError::Unsupported { .. } => manager_failed(e),
-            e => git_failed(format!("failed to checkout source: {e}")),
+        .map_err(|e| {
+            crate::provider::forget_if_refused(remote.provider.as_ref(), &e);
+            match e {
+                GitError::InvalidAuth(_) | GitError::Unsupported { .. } => manager_failed(e),
+                e => git_failed(format!("failed to checkout source: {e}")),
+            }
         })?;
     let revision = checkout_revision(&branches.checkout, &checkout);
     Ok(Workspace {
@@ -272,7 +269,7 @@ impl Tree<'_> {
 mod tests {
     use super::*;
     use api::git_repository::GitRepositoryRef;
-    use api::image_update_automation::GIT_OPERATION_FAILED_REASON;
+    use api::image_update_automation::{GIT_OPERATION_FAILED_REASON, SOURCE_MANAGER_FAILED_REASON};
     use std::collections::BTreeMap;
     use std::time::Duration;
 
@@ -283,6 +280,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
+            provider: None,
             proxy: None,
             timeout: Duration::from_secs(5),
         }

@@ -8,6 +8,7 @@ mod cycle;
 mod gitops;
 mod message;
 mod policies;
+mod provider;
 mod reconciler;
 mod securejoin;
 mod source;

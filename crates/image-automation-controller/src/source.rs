@@ -10,7 +10,7 @@ use api::image_update_automation::{
     GIT_OPERATION_FAILED_REASON, INVALID_SOURCE_CONFIGURATION_REASON, ImageUpdateAutomation,
     SOURCE_MANAGER_FAILED_REASON, SigningKeyType,
 };
-use api::meta::{ACCESS_DENIED_REASON, FEATURE_GATE_DISABLED_REASON};
+use api::meta::ACCESS_DENIED_REASON;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
@@ -74,14 +74,15 @@ impl std::fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// A source-manager failure (Ready=False `SourceManagerFailed`, retried), Flux's wording.
-fn manager_failed(e: impl std::fmt::Display) -> Failure {
+pub(crate) fn manager_failed(e: impl std::fmt::Display) -> Failure {
     Failure::retry(
         SOURCE_MANAGER_FAILED_REASON,
         format!("failed configuring source manager: {e}"),
     )
 }
 
-fn invalid_source(message: impl std::fmt::Display) -> Failure {
+/// A misconfigured source (Stalled `InvalidSourceConfiguration`), Flux's wording.
+pub(crate) fn invalid_source(message: impl std::fmt::Display) -> Failure {
     Failure::stalled(
         INVALID_SOURCE_CONFIGURATION_REASON,
         format!("{message}: invalid source configuration"),
@@ -95,6 +96,8 @@ pub struct Remote {
     pub url: String,
     /// The data of the credentials Secret (empty without `secretRef`).
     pub auth: BTreeMap<String, Vec<u8>>,
+    /// The credential `spec.provider` issued, replacing the Secret's (§2.4).
+    pub provider: Option<crate::provider::ProviderCredential>,
     /// Proxy from `proxySecretRef`.
     pub proxy: Option<git::ProxyOptions>,
     /// Per-operation timeout.
@@ -271,35 +274,6 @@ pub async fn resolve(
             .map_err(manager_failed)?,
         _ => BTreeMap::new(),
     };
-    match spec.provider() {
-        "generic" => {
-            if auth.contains_key("githubAppID") {
-                let name = spec.secret_ref.as_ref().map(|r| r.name.as_str());
-                return Err(invalid_source(format!(
-                    "secretRef '{repo_ns}/{}' has github app data but provider is not set to github",
-                    name.unwrap_or_default()
-                )));
-            }
-        }
-        "github" if auth.is_empty() => {
-            return Err(invalid_source(
-                "secretRef with github app data must be specified when provider is set to github",
-            ));
-        }
-        "azure" | "aws"
-            if spec.service_account_name.is_some() && !opts.object_level_workload_identity =>
-        {
-            return Err(Failure::stalled(
-                FEATURE_GATE_DISABLED_REASON,
-                "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller",
-            ));
-        }
-        p => {
-            return Err(manager_failed(format!(
-                "provider '{p}' authentication is not supported by this controller: use provider 'generic' with a credentials Secret"
-            )));
-        }
-    }
     let proxy = match &spec.proxy_secret_ref {
         Some(r) if !r.name.is_empty() => {
             let data = get_secret(client, &repo_ns, &r.name)
@@ -312,6 +286,13 @@ pub async fn resolve(
         }
         _ => None,
     };
+    let provider = crate::provider::credential(
+        &repo,
+        &auth,
+        proxy.as_ref(),
+        opts.object_level_workload_identity,
+    )
+    .await?;
     let timeout = spec.timeout().map_err(|e| {
         manager_failed(format!(
             "GitRepository '{repo_ns}/{}' spec.timeout: {e}",
@@ -353,6 +334,7 @@ pub async fn resolve(
         remote: Remote {
             url: spec.url.clone(),
             auth,
+            provider,
             proxy,
             timeout,
         },

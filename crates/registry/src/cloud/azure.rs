@@ -3,13 +3,13 @@
 //! null-GUID user.
 
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Call, CloudError, CloudProvider, Issued, json};
+use super::{AuthContext, Call, CloudError, CloudProvider, Issued, json};
 use crate::keychain::Credential;
 use crate::reference::ImageRef;
 
@@ -139,7 +139,10 @@ async fn aad_token(call: &Call<'_>, resource: &str) -> Result<(String, SystemTim
             .unwrap_or(DEFAULT_IMDS)
             .trim_end_matches('/');
         let url = format!("{base}/metadata/identity/oauth2/token");
-        let mut query = vec![("api-version", "2018-02-01"), ("resource", resource)];
+        let mut query = vec![
+            ("api-version", "2018-02-01"),
+            ("resource", imds_resource(resource)),
+        ];
         if let Some(c) = env.get("AZURE_CLIENT_ID") {
             query.push(("client_id", c));
         }
@@ -158,6 +161,36 @@ async fn aad_token(call: &Call<'_>, resource: &str) -> Result<(String, SystemTim
     }
     .unwrap_or(DEFAULT_AAD_TTL);
     Ok((resp.access_token, call.expires_in(ttl)))
+}
+
+/// The IMDS `resource` for a token resource: URLs as they are, an application ID (e.g. Azure DevOps'
+/// `499b84ac-…`) without the trailing `/` that only its scope form (`<id>/.default`) carries.
+fn imds_resource(resource: &str) -> &str {
+    if resource.contains("://") {
+        resource
+    } else {
+        resource.trim_end_matches('/')
+    }
+}
+
+impl AuthContext {
+    /// An AAD access token of the controller's Azure identity (federated workload identity, else IMDS)
+    /// for `scope` (`<resource>/.default`, e.g. Azure DevOps' `499b84ac-1321-427f-aa17-267ca6975798/.default`),
+    /// with its expiry; fetched on every call (the caller caches). Endpoints as for ACR.
+    pub async fn azure_access_token(
+        &self,
+        http: &reqwest::Client,
+        scope: &str,
+        deadline: Instant,
+    ) -> Result<(String, SystemTime), CloudError> {
+        let call = Call {
+            http,
+            deadline,
+            context: self,
+            provider: CloudProvider::Azure,
+        };
+        aad_token(&call, scope.strip_suffix(".default").unwrap_or(scope)).await
+    }
 }
 
 /// The `exp` claim of a JWT, read without verification (only to schedule the refresh).
@@ -184,6 +217,18 @@ mod tests {
         assert_eq!(
             resource("a.azurecr.cn"),
             "https://management.chinacloudapi.cn/"
+        );
+    }
+
+    #[test]
+    fn imds_resources() {
+        assert_eq!(
+            imds_resource("https://management.azure.com/"),
+            "https://management.azure.com/"
+        );
+        assert_eq!(
+            imds_resource("499b84ac-1321-427f-aa17-267ca6975798/"),
+            "499b84ac-1321-427f-aa17-267ca6975798"
         );
     }
 

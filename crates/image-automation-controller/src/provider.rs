@@ -1,0 +1,369 @@
+//! Git provider credentials for GitRepository `spec.provider` (`automation.md` §2.4): `github`, a
+//! GitHub App installation token (user `x-access-token`); `azure`, an AAD token of the controller's
+//! Azure identity for Azure DevOps (bearer), obtained with the registry crate's Azure code. Tokens are
+//! fetched when the source is resolved and cached, per identity, until shortly before they expire.
+//! They replace the Secret's `username`/`password`/`bearerToken`; its TLS options still apply to Git.
+//!
+//! Endpoints: the GitHub API is the Secret's `githubAppBaseURL`, else `$GITHUB_API_URL`, else
+//! `https://api.github.com`; Azure's are the registry's (`AZURE_AUTHORITY_HOST`, `AZURE_FEDERATED_TOKEN_FILE`,
+//! `AZURE_POD_IDENTITY_AUTHORITY_HOST`, ...). Provider token requests go through the GitRepository's proxy.
+
+pub(crate) mod github;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use api::git_repository::GitRepository;
+use api::image_update_automation::INVALID_SOURCE_CONFIGURATION_REASON;
+use api::meta::FEATURE_GATE_DISABLED_REASON;
+use kube::ResourceExt;
+
+use crate::source::{Failure, invalid_source, manager_failed};
+
+/// Azure DevOps' token scope (its application ID).
+pub const AZURE_DEVOPS_SCOPE: &str = "499b84ac-1321-427f-aa17-267ca6975798/.default";
+/// Environment variable moving the default GitHub API (GitHub Actions' name for it).
+pub const GITHUB_API_URL_VAR: &str = "GITHUB_API_URL";
+/// Bound on one provider token request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest refresh margin: a credential is replaced this long before it expires, or a quarter of its
+/// lifetime before when that is shorter (the registry's rule).
+const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Most credentials kept.
+const MAX_ENTRIES: usize = 1024;
+
+/// The current time; replaceable so tests can move past token expiry without waiting.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// A credential a provider issued: replaces the Secret's credential for Git. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderCredential {
+    kind: Kind,
+    /// Who it was issued to, without secrets (a digest for GitHub Apps).
+    identity: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Kind {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for ProviderCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Basic { username, .. } => format!("basic(user={username}, password=<redacted>)"),
+            Kind::Bearer(_) => "bearer(<redacted>)".to_string(),
+        };
+        f.debug_struct("ProviderCredential")
+            .field("kind", &kind)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl ProviderCredential {
+    /// The Git options with this credential in place of the Secret's.
+    pub fn apply(&self, auth: git::GitAuth) -> git::GitAuth {
+        match &self.kind {
+            Kind::Basic { username, password } => {
+                auth.with_issued_basic(username.clone(), password.clone(), self.identity.clone())
+            }
+            Kind::Bearer(token) => auth.with_issued_bearer(token.clone(), self.identity.clone()),
+        }
+    }
+}
+
+struct Cached {
+    credential: ProviderCredential,
+    refresh_at: SystemTime,
+}
+
+/// Provider authentication of the process: endpoints, Azure context, clock and the token cache.
+pub struct Providers {
+    azure: registry::AuthContext,
+    github_api: String,
+    clock: Clock,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl Providers {
+    /// Providers over `azure` (the registry's Azure identity and endpoints) with `github_api` as the
+    /// default GitHub API and `clock` as the time.
+    pub fn new(azure: registry::AuthContext, github_api: String, clock: Clock) -> Providers {
+        Providers {
+            azure,
+            github_api,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The process-wide providers: the registry's global Azure context, `$GITHUB_API_URL`.
+    pub fn global() -> &'static Providers {
+        static GLOBAL: OnceLock<Providers> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let api = std::env::var(GITHUB_API_URL_VAR)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| github::DEFAULT_API.to_string());
+            Providers::new(
+                registry::AuthContext::global().clone(),
+                api,
+                Arc::new(SystemTime::now),
+            )
+        })
+    }
+
+    /// The credential `repo`'s `spec.provider` calls for, `None` for `generic`. `secret` is the data
+    /// of its `secretRef` (empty without one), `proxy` its proxy, `object_level_identity` the feature
+    /// gate `ObjectLevelWorkloadIdentity`. Misconfiguration stalls (Flux's messages); a failed token
+    /// request is a retried `SourceManagerFailed` naming the GitRepository, the provider and the cause.
+    pub async fn credential(
+        &self,
+        repo: &GitRepository,
+        secret: &BTreeMap<String, Vec<u8>>,
+        proxy: Option<&git::ProxyOptions>,
+        object_level_identity: bool,
+    ) -> Result<Option<ProviderCredential>, Failure> {
+        let ns = repo.namespace().unwrap_or_default();
+        let spec = &repo.spec;
+        let secret_name = spec
+            .secret_ref
+            .as_ref()
+            .map(|r| r.name.as_str())
+            .filter(|n| !n.is_empty());
+        let provider = spec.provider();
+        let failed = |cause: String| {
+            manager_failed(format!(
+                "failed to configure authentication options: GitRepository '{ns}/{}' provider '{provider}': {cause}",
+                repo.name_any()
+            ))
+        };
+        match provider {
+            "generic" => {
+                if secret.contains_key(github::KEY_APP_ID) {
+                    return Err(invalid_source(format!(
+                        "secretRef '{ns}/{}' has github app data but provider is not set to github",
+                        secret_name.unwrap_or_default()
+                    )));
+                }
+                Ok(None)
+            }
+            "github" => {
+                if secret_name.is_none() || !github::has_app_data(secret) {
+                    return Err(invalid_source(
+                        "secretRef with github app data must be specified when provider is set to github",
+                    ));
+                }
+                if !github::names_one_installation(secret) {
+                    return Err(manager_failed(format!(
+                        "secret '{ns}/{}' must contain exactly one of '{}' or '{}'",
+                        secret_name.unwrap_or_default(),
+                        github::KEY_INSTALLATION_OWNER,
+                        github::KEY_INSTALLATION_ID
+                    )));
+                }
+                let app = github::App::from_secret(secret, &self.github_api)
+                    .map_err(|e| failed(e.to_string()))?;
+                let key = format!("github\0{}", app.cache_key());
+                if let Some(c) = self.cached(&key) {
+                    return Ok(Some(c));
+                }
+                let http = http_client(Some(secret), proxy).map_err(&failed)?;
+                let token = app
+                    .installation_token(&http, self.now())
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                let credential = ProviderCredential {
+                    kind: Kind::Basic {
+                        username: github::USERNAME.to_string(),
+                        password: token.token,
+                    },
+                    identity: format!("github-app:{}", app.cache_key()),
+                };
+                self.obtained(provider, repo, key, &credential, token.expires_at);
+                Ok(Some(credential))
+            }
+            "azure" | "aws" if spec.service_account_name.is_some() && !object_level_identity => {
+                Err(Failure::stalled(
+                    FEATURE_GATE_DISABLED_REASON,
+                    "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller",
+                ))
+            }
+            "azure" => {
+                if let Some(sa) = &spec.service_account_name {
+                    return Err(failed(format!(
+                        "object-level workload identity (spec.serviceAccountName '{sa}') is not supported for Git yet: remove it to use the controller's identity"
+                    )));
+                }
+                let key = format!("azure\0controller\0{AZURE_DEVOPS_SCOPE}");
+                if let Some(c) = self.cached(&key) {
+                    return Ok(Some(c));
+                }
+                let http = http_client(None, proxy).map_err(&failed)?;
+                let (token, expires_at) = self
+                    .azure
+                    .azure_access_token(&http, AZURE_DEVOPS_SCOPE, Instant::now() + REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                let credential = ProviderCredential {
+                    kind: Kind::Bearer(token),
+                    identity: format!("azure:controller:{AZURE_DEVOPS_SCOPE}"),
+                };
+                self.obtained(provider, repo, key, &credential, expires_at);
+                Ok(Some(credential))
+            }
+            "aws" => Err(failed(
+                "AWS CodeCommit authentication is not supported by this controller: use provider 'generic' with a credentials Secret".into(),
+            )),
+            other => Err(Failure::stalled(
+                INVALID_SOURCE_CONFIGURATION_REASON,
+                format!(
+                    "GitRepository '{ns}/{}' spec.provider '{other}' is not supported (generic, github, azure or aws): invalid source configuration",
+                    repo.name_any()
+                ),
+            )),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    fn cached(&self, key: &str) -> Option<ProviderCredential> {
+        let now = self.now();
+        lock(&self.cache)
+            .get(key)
+            .filter(|c| now < c.refresh_at)
+            .map(|c| c.credential.clone())
+    }
+
+    /// Logs (without the token) and caches a fresh credential until shortly before `expires_at`.
+    fn obtained(
+        &self,
+        provider: &str,
+        repo: &GitRepository,
+        key: String,
+        credential: &ProviderCredential,
+        expires_at: SystemTime,
+    ) {
+        let now = self.now();
+        let lifetime = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
+        tracing::debug!(
+            provider,
+            gitrepository = %format!("{}/{}", repo.namespace().unwrap_or_default(), repo.name_any()),
+            expires_in_s = lifetime.as_secs(),
+            "obtained Git provider credentials"
+        );
+        let refresh_at = expires_at
+            .checked_sub((lifetime / 4).min(MAX_REFRESH_MARGIN))
+            .unwrap_or(now);
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_ENTRIES && !cache.contains_key(&key) {
+            cache.retain(|_, c| now < c.refresh_at);
+            if cache.len() >= MAX_ENTRIES
+                && let Some(k) = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.refresh_at)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&k);
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                credential: credential.clone(),
+                refresh_at,
+            },
+        );
+    }
+
+    /// Drops `credential` from the cache (after a Git server refused it), so the next run fetches anew.
+    pub fn forget(&self, credential: &ProviderCredential) {
+        lock(&self.cache).retain(|_, c| c.credential != *credential);
+    }
+}
+
+/// After a Git error: when the server refused an issued credential (revoked, or its permissions
+/// changed), drop it from the process-wide cache so that the next run asks the provider again.
+pub fn forget_if_refused(issued: Option<&ProviderCredential>, e: &git::GitError) {
+    if let (
+        Some(issued),
+        git::GitError::Remote {
+            kind: git::RemoteErrorKind::Auth,
+            ..
+        },
+    ) = (issued, e)
+    {
+        Providers::global().forget(issued);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only a cache: a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The credential of `repo`'s provider, from the process-wide [`Providers`]: the one call
+/// [`crate::source::resolve`] makes.
+pub async fn credential(
+    repo: &GitRepository,
+    secret: &BTreeMap<String, Vec<u8>>,
+    proxy: Option<&git::ProxyOptions>,
+    object_level_identity: bool,
+) -> Result<Option<ProviderCredential>, Failure> {
+    Providers::global()
+        .credential(repo, secret, proxy, object_level_identity)
+        .await
+}
+
+/// An HTTP client for provider APIs: the Secret's `ca.crt` (added to the system roots) and
+/// `tls.crt`/`tls.key` when given, and the GitRepository's proxy.
+fn http_client(
+    tls: Option<&BTreeMap<String, Vec<u8>>>,
+    proxy: Option<&git::ProxyOptions>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!(
+            "image-automation-controller/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(5));
+    if let Some(data) = tls {
+        if let Some(ca) = data.get("ca.crt").filter(|v| !v.is_empty()) {
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| {
+                format!(
+                    "failed to parse CA certificate: {}",
+                    github::error_chain(&e)
+                )
+            })?;
+            b = b.tls_certs_merge(certs);
+        }
+        if let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) {
+            let mut pem = cert.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!(
+                    "failed to parse TLS certificate and key: {}",
+                    github::error_chain(&e)
+                )
+            })?;
+            b = b.identity(id);
+        }
+    }
+    if let Some(p) = proxy {
+        let p = reqwest::Proxy::all(p.url())
+            .map_err(|e| format!("invalid proxy: {}", github::error_chain(&e)))?;
+        b = b.proxy(p);
+    }
+    b.build()
+        .map_err(|e| format!("failed to build HTTP client: {}", github::error_chain(&e)))
+}
+
+#[cfg(test)]
+mod tests;
