@@ -699,9 +699,7 @@ async fn github_app_token_pushes_over_https_and_a_refreshed_token_replaces_it() 
     let mut r = repo(Some("github"), Some("app"), None);
     r.spec.url = url.clone();
     let p = Arc::new(providers(&clock, &[]));
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber_for(logs.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = global_logs();
 
     let resolve = |p: Arc<Providers>, r: GitRepository, secret: BTreeMap<String, Vec<u8>>| async move {
         let provider = p.credential(&r, &secret, None, false).await?;
@@ -773,18 +771,32 @@ async fn github_app_token_pushes_over_https_and_a_refreshed_token_replaces_it() 
     for t in &tokens {
         assert!(!text.contains(t.as_str()) && !e.message().contains(t.as_str()));
     }
+    // Nor any other test's token, key or JWT (the subscriber is global).
+    assert_secret_free(&text);
     drop(hold);
 }
 
-fn tracing_subscriber_for(logs: Logs) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || logs.clone())
-        .finish()
+/// Every log line of this test binary, at every level: one global subscriber, because a thread-local
+/// one misses callsites whose interest another test thread cached first.
+fn global_logs() -> Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_devops_token_pushes_with_bearer_auth() {
+    let logs = global_logs();
     let env = testenv::env();
     let clock = TestClock::new();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -836,4 +848,9 @@ async fn azure_devops_token_pushes_with_bearer_auth() {
     .unwrap();
     assert!(remote_files(&bare).contains("pushed"));
     assert_eq!(requests.load(Ordering::SeqCst), 1);
+    let text = String::from_utf8_lossy(&lock(&logs.0)).into_owned();
+    assert!(
+        !text.contains(env.git_bearer_token().unwrap()),
+        "token logged"
+    );
 }
