@@ -76,7 +76,7 @@ fn check_jwt(sim: &GitHubSim, headers: &HeaderMap) -> Result<(), (StatusCode, St
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthorized("A JSON web token could not be decoded".into()))?;
     let claims = github::tests::verify(jwt, PUB).map_err(unauthorized)?;
-    if claims["iss"] != APP_ID.to_string() {
+    if claims["iss"].as_str() != Some(format!("{APP_ID}").as_str()) {
         return Err(unauthorized(format!(
             "'Issuer' claim ('iss') must be {APP_ID}"
         )));
@@ -178,7 +178,9 @@ fn repo(provider: Option<&str>, secret: Option<&str>, sa: Option<&str>) -> GitRe
     .unwrap()
 }
 
-fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+type SecretData = BTreeMap<String, Vec<u8>>;
+
+fn data(pairs: &[(&str, &str)]) -> SecretData {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
@@ -362,25 +364,22 @@ async fn provider_configuration_errors_follow_flux() {
     let clock = TestClock::new();
     let p = providers(&clock, &[]);
     let app = app_secret("http://127.0.0.1:9");
-    let cases: Vec<(GitRepository, BTreeMap<String, Vec<u8>>, bool, &str, &str)> = vec![
+    let cases: Vec<(GitRepository, SecretData, &str, &str)> = vec![
         (
             repo(None, Some("s"), None),
             data(&[("githubAppID", "1")]),
-            false,
             INVALID_SOURCE_CONFIGURATION_REASON,
             "secretRef 'ns/s' has github app data but provider is not set to github: invalid source configuration",
         ),
         (
             repo(Some("github"), None, None),
             BTreeMap::new(),
-            false,
             INVALID_SOURCE_CONFIGURATION_REASON,
             "secretRef with github app data must be specified when provider is set to github: invalid source configuration",
         ),
         (
             repo(Some("github"), Some("s"), None),
             data(&[("username", "u"), ("password", "p")]),
-            false,
             INVALID_SOURCE_CONFIGURATION_REASON,
             "secretRef with github app data must be specified when provider is set to github: invalid source configuration",
         ),
@@ -391,7 +390,6 @@ async fn provider_configuration_errors_follow_flux() {
                 d.insert("githubAppInstallationOwner".into(), b"o".to_vec());
                 d
             },
-            false,
             SOURCE_MANAGER_FAILED_REASON,
             "failed configuring source manager: secret 'ns/s' must contain exactly one of 'githubAppInstallationOwner' or 'githubAppInstallationID'",
         ),
@@ -402,27 +400,24 @@ async fn provider_configuration_errors_follow_flux() {
                 d.insert("githubAppID".into(), b"twelve".to_vec());
                 d
             },
-            false,
             SOURCE_MANAGER_FAILED_REASON,
             "failed configuring source manager: failed to configure authentication options: GitRepository 'ns/repo' provider 'github': invalid githubAppID 'twelve': must be a positive integer",
         ),
         (
             repo(Some("gitlab"), Some("s"), None),
             BTreeMap::new(),
-            false,
             INVALID_SOURCE_CONFIGURATION_REASON,
             "GitRepository 'ns/repo' spec.provider 'gitlab' is not supported (generic, github, azure or aws): invalid source configuration",
         ),
         (
             repo(Some("azure"), None, Some("sa")),
             BTreeMap::new(),
-            false,
             FEATURE_GATE_DISABLED_REASON,
             "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller",
         ),
     ];
-    for (r, secret, gate, reason, message) in cases {
-        let e = p.credential(&r, &secret, None, gate).await.unwrap_err();
+    for (r, secret, reason, message) in cases {
+        let e = p.credential(&r, &secret, None, false).await.unwrap_err();
         assert_eq!((e.reason(), e.message()), (reason, message));
         let stalled = matches!(e, Failure::Stalled { .. });
         assert_eq!(stalled, reason != SOURCE_MANAGER_FAILED_REASON, "{e:?}");
