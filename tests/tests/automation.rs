@@ -930,3 +930,236 @@ async fn commits_are_signed_with_the_signing_key() -> Result<()> {
     ensure!(text.contains("Good \"git\" signature"), "{text}");
     Ok(())
 }
+
+/// A simulated GitHub API for the e2e test: checks the app JWT's RS256 signature with `openssl`
+/// against the app's public key and its `iss`, then issues an installation token and registers it
+/// as the password of user `x-access-token` at the test environment's HTTPS Git server (its htpasswd
+/// is re-read by nginx per request; held under a lock for the test and restored afterwards).
+struct GitHubApi {
+    public_key: PathBuf,
+    htpasswd: PathBuf,
+    original: String,
+    issued: std::sync::Mutex<Vec<String>>,
+}
+
+/// Holds the htpasswd lock and restores the file when the test ends, however it ends.
+struct HtpasswdGuard {
+    path: PathBuf,
+    original: String,
+    _lock: std::fs::File,
+}
+
+impl Drop for HtpasswdGuard {
+    fn drop(&mut self) {
+        let tmp = self.path.with_extension("e2e-tmp");
+        let _ =
+            std::fs::write(&tmp, &self.original).and_then(|()| std::fs::rename(&tmp, &self.path));
+    }
+}
+
+impl GitHubApi {
+    fn verify(&self, jwt: &str) -> Result<()> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = jwt.split('.').collect();
+        ensure!(parts.len() == 3, "not a JWT");
+        let claims: Value = serde_json::from_slice(&b64.decode(parts[1])?)?;
+        ensure!(claims["iss"] == "4242", "iss is {}", claims["iss"]);
+        let dir = tempfile::tempdir()?;
+        let (data, sig) = (dir.path().join("data"), dir.path().join("sig"));
+        std::fs::write(&data, format!("{}.{}", parts[0], parts[1]))?;
+        std::fs::write(&sig, b64.decode(parts[2])?)?;
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&self.public_key)
+            .arg("-signature")
+            .arg(&sig)
+            .arg(&data)
+            .output()?;
+        ensure!(out.status.success(), "bad JWT signature: {out:?}");
+        Ok(())
+    }
+
+    fn issue(&self) -> Result<String> {
+        let mut issued = self
+            .issued
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let token = format!("ghs_e2e{}x{}", std::process::id(), issued.len());
+        let kept: String = self
+            .original
+            .lines()
+            .filter(|l| !l.starts_with("x-access-token:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = self.htpasswd.with_extension("e2e-tmp");
+        std::fs::write(&tmp, format!("{kept}x-access-token:{{PLAIN}}{token}\n"))?;
+        std::fs::rename(&tmp, &self.htpasswd)?;
+        issued.push(token.clone());
+        Ok(token)
+    }
+}
+
+/// `provider: github`: the controller buys an installation token from the (simulated) GitHub API with
+/// the app's key and pushes over HTTPS as `x-access-token`; an unknown installation is a
+/// `SourceManagerFailed` naming the GitRepository and provider, with no token or key in the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn github_app_provider_pushes_over_https() -> Result<()> {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode};
+    let env = testenv::env();
+    let htpasswd = PathBuf::from(testenv_var("TESTENV_HTPASSWD")?);
+    let lock = std::fs::File::create(htpasswd.with_extension("gitprov-lock"))?;
+    lock.lock()?;
+    let original = std::fs::read_to_string(&htpasswd)?;
+    let _restore = HtpasswdGuard {
+        path: htpasswd.clone(),
+        original: original.clone(),
+        _lock: lock,
+    };
+    let keys = tempfile::tempdir()?;
+    let (key, public) = (keys.path().join("app.pem"), keys.path().join("app.pub"));
+    for args in [
+        vec!["genrsa", "-out", key.to_str().unwrap_or_default(), "2048"],
+        vec![
+            "rsa",
+            "-in",
+            key.to_str().unwrap_or_default(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap_or_default(),
+        ],
+    ] {
+        let out = std::process::Command::new("openssl").args(&args).output()?;
+        ensure!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+    let api = std::sync::Arc::new(GitHubApi {
+        public_key: public,
+        original,
+        htpasswd,
+        issued: Default::default(),
+    });
+    async fn token(
+        State(api): State<std::sync::Arc<GitHubApi>>,
+        UrlPath(id): UrlPath<u64>,
+        headers: HeaderMap,
+    ) -> (StatusCode, String) {
+        let jwt = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned();
+        if let Err(e) = api.verify(&jwt) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                json!({"message": e.to_string()}).to_string(),
+            );
+        }
+        if id != 77 {
+            return (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#.into());
+        }
+        match api.issue() {
+            Ok(t) => (
+                StatusCode::CREATED,
+                json!({"token": t, "expires_at": "2099-01-01T00:00:00Z"}).to_string(),
+            ),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    let router = axum::Router::new()
+        .route(
+            "/app/installations/{id}/access_tokens",
+            axum::routing::post(token),
+        )
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let w = World::new("iua-github", &guide_files()).await?;
+    let seed = w.head("main")?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(w.client.clone(), &w.ns);
+    for (name, installation) in [("github-app", "77"), ("github-wrong", "78")] {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {
+                "githubAppID": "4242",
+                "githubAppInstallationID": installation,
+                "githubAppPrivateKey": std::fs::read_to_string(&key)?,
+                "githubAppBaseURL": base,
+                "ca.crt": std::fs::read_to_string(env.ca_cert()?)?,
+            },
+        }))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+        w.create(
+            &resource(
+                "source.toolkit.fluxcd.io",
+                "GitRepository",
+                "gitrepositories",
+            ),
+            json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1",
+                "kind": "GitRepository",
+                "metadata": {"name": name, "namespace": w.ns},
+                "spec": {"url": env.git_url(GitTransport::Https, &w.repo)?, "interval": "1m",
+                         "ref": {"branch": "main"}, "provider": "github",
+                         "secretRef": {"name": name}},
+            }),
+        )
+        .await?;
+    }
+    w.policy("podinfo", PODINFO, "5.0.3").await?;
+    w.automation("wrong", json!({"sourceRef": {"name": "github-wrong"}}))
+        .await?;
+    let ready = w
+        .wait_for_condition("wrong", "Ready", "False", "SourceManagerFailed")
+        .await?;
+    let message = ready["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.starts_with(&format!(
+            "failed configuring source manager: failed to configure authentication options: GitRepository '{}/github-wrong' provider 'github': creating installation token: POST {base}/app/installations/78/access_tokens: 404 Not Found",
+            w.ns
+        )),
+        "{ready}"
+    );
+    ensure!(w.head("main")? == seed, "the failing automation pushed");
+
+    w.automation("app", json!({"sourceRef": {"name": "github-app"}}))
+        .await?;
+    w.wait_for_commit("main", &seed).await?;
+    ensure!(
+        w.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &w.ns),
+        "unexpected update"
+    );
+    w.wait_for_condition("app", "Ready", "True", "Succeeded")
+        .await?;
+    let issued = api
+        .issued
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    ensure!(!issued.is_empty(), "no installation token was issued");
+    let mut seen = serde_json::to_string(&w.automation_obj("app").await?)?;
+    seen.push_str(&serde_json::to_string(&w.automation_obj("wrong").await?)?);
+    for (_, _, m) in w
+        .events("app")
+        .await?
+        .into_iter()
+        .chain(w.events("wrong").await?)
+    {
+        seen.push_str(&m);
+    }
+    seen.push_str(&w.controller.logs());
+    for t in &issued {
+        ensure!(
+            !seen.contains(t.as_str()),
+            "installation token in status, events or logs"
+        );
+    }
+    ensure!(
+        !seen.contains("PRIVATE KEY"),
+        "private key in status, events or logs"
+    );
+    Ok(())
+}
