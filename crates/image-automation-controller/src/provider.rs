@@ -261,24 +261,20 @@ impl Providers {
             .checked_sub((lifetime / 4).min(MAX_REFRESH_MARGIN))
             .unwrap_or(now);
         let mut cache = lock(&self.cache);
-        if cache.len() >= MAX_ENTRIES && !cache.contains_key(&key) {
+        // Bounded: when full, entries due for refresh go; if it is still full, this credential is not
+        // kept (the next run fetches it again) rather than evicting one in use.
+        if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, c| now < c.refresh_at);
-            if cache.len() >= MAX_ENTRIES
-                && let Some(k) = cache
-                    .iter()
-                    .min_by_key(|(_, c)| c.refresh_at)
-                    .map(|(k, _)| k.clone())
-            {
-                cache.remove(&k);
-            }
         }
-        cache.insert(
-            key,
-            Cached {
-                credential: credential.clone(),
-                refresh_at,
-            },
-        );
+        if cache.len() < MAX_ENTRIES || cache.contains_key(&key) {
+            cache.insert(
+                key,
+                Cached {
+                    credential: credential.clone(),
+                    refresh_at,
+                },
+            );
+        }
     }
 
     /// Drops `credential` from the cache (after a Git server refused it), so the next run fetches anew.

@@ -268,6 +268,15 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     // The same stable identity: the Git cache keeps one mirror across refreshes.
     let auth = |c: &ProviderCredential| c.apply(git::GitAuth::anonymous()).identity_digest();
     assert_eq!(auth(&first), auth(&refreshed));
+    // A credential a Git server refused is forgotten: the next run asks the API again.
+    p.forget(&refreshed);
+    let renewed = p
+        .credential(&r, &secret, None, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(password(&renewed), password(&refreshed));
+    assert_eq!(sim.requests.load(Ordering::SeqCst), 3);
 
     // Another installation is another token; a key that is not the app's never gets the cached one.
     let mut other = secret.clone();
