@@ -368,6 +368,44 @@ async fn github_failures_name_the_repository_provider_and_cause() {
     assert_secret_free(e.message());
 }
 
+/// Token requests go through the GitRepository's proxy: the test environment's authenticating proxy
+/// forwards them with the right credentials and refuses them itself with wrong ones.
+#[tokio::test]
+async fn github_token_requests_use_the_proxy() {
+    let env = testenv::env();
+    let clock = TestClock::new();
+    let (sim, api) = github_sim(&clock, Duration::from_secs(3600), Box::new(|_| {})).await;
+    let p = providers(&clock, &[]);
+    let r = repo(Some("github"), Some("app"), None);
+    let proxy_url = env.proxy_url(testenv::ProxyVariant::BasicAuth).unwrap();
+    let (user, pass) = env.credentials().unwrap();
+    let proxy = |user: &str, pass: &str| {
+        git::ProxyOptions::from_secret(
+            "ns/proxy",
+            &data(&[
+                ("address", proxy_url),
+                ("username", user),
+                ("password", pass),
+            ]),
+        )
+        .unwrap()
+    };
+    let e = p
+        .credential(&r, &app_secret(&api), Some(&proxy(&user, "wrong")), false)
+        .await
+        .unwrap_err();
+    // tinyproxy answers a plain-HTTP request with bad proxy credentials with its own 401 page.
+    assert!(e.message().contains("401 Unauthorized: <?xml"), "{e}");
+    assert_eq!(sim.requests.load(Ordering::SeqCst), 0);
+    let c = p
+        .credential(&r, &app_secret(&api), Some(&proxy(&user, &pass)), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(password(&c).starts_with("ghs_sim"));
+    assert_eq!(sim.requests.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn provider_configuration_errors_follow_flux() {
     let clock = TestClock::new();
