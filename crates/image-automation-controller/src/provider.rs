@@ -207,7 +207,11 @@ impl Providers {
                     .azure
                     .azure_access_token(&http, AZURE_DEVOPS_SCOPE, Instant::now() + REQUEST_TIMEOUT)
                     .await
-                    .map_err(|e| failed(e.to_string()))?;
+                    .map_err(|e| {
+                        // The message already names the provider.
+                        let m = e.to_string();
+                        failed(m.strip_prefix("provider 'azure': ").unwrap_or(&m).to_string())
+                    })?;
                 let credential = ProviderCredential {
                     kind: Kind::Bearer(token),
                     identity: format!("azure:controller:{AZURE_DEVOPS_SCOPE}"),

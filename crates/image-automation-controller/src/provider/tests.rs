@@ -598,7 +598,7 @@ async fn azure_devops_token_from_workload_identity_or_imds_cached_and_refreshed(
     assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
     assert!(
         e.message().starts_with(&format!(
-            "failed configuring source manager: failed to configure authentication options: GitRepository 'ns/repo' provider 'azure': provider 'azure': AAD workload identity token: POST {aad}/tenant-1/oauth2/v2.0/token: 401 Unauthorized"
+            "failed configuring source manager: failed to configure authentication options: GitRepository 'ns/repo' provider 'azure': AAD workload identity token: POST {aad}/tenant-1/oauth2/v2.0/token: 401 Unauthorized"
         )),
         "{e}"
     );
