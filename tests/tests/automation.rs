@@ -51,6 +51,11 @@ struct World {
 
 impl World {
     async fn new(prefix: &str, files: &[(&str, &str)]) -> Result<Self> {
+        Self::with_env(prefix, files, &[]).await
+    }
+
+    /// A world whose controller runs with extra environment variables.
+    async fn with_env(prefix: &str, files: &[(&str, &str)], vars: &[(&str, &str)]) -> Result<Self> {
         let client = admin_client().await?;
         let ns = create_namespace(&client, prefix).await?;
         let shard = unique_name(prefix)?;
@@ -73,8 +78,12 @@ impl World {
             "--log-level=debug".to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let controller = Process::start(&controller_binary("image-automation-controller")?, &args)
-            .context("starting image-automation-controller")?;
+        let controller = Process::start_with_env(
+            &controller_binary("image-automation-controller")?,
+            &args,
+            vars,
+        )
+        .context("starting image-automation-controller")?;
         let world = World {
             client,
             ns,
@@ -1160,6 +1169,104 @@ async fn github_app_provider_pushes_over_https() -> Result<()> {
     ensure!(
         !seen.contains("PRIVATE KEY"),
         "private key in status, events or logs"
+    );
+    Ok(())
+}
+
+/// `provider: azure`: the controller exchanges its federated workload-identity token at a simulated
+/// AAD for an Azure DevOps token and pushes with it as bearer token to the bearer-auth Git server.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
+    use axum::extract::{Form, Path as UrlPath, State};
+    use axum::http::StatusCode;
+    let env = testenv::env();
+    let accepted = env.git_bearer_token()?.to_owned();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    async fn token(
+        State((accepted, requests)): State<(
+            String,
+            std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        )>,
+        UrlPath(tenant): UrlPath<String>,
+        Form(form): Form<std::collections::BTreeMap<String, String>>,
+    ) -> (StatusCode, String) {
+        requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+        if tenant != "e2e-tenant"
+            || field("client_id") != "e2e-client"
+            || field("scope") != "499b84ac-1321-427f-aa17-267ca6975798/.default"
+            || field("client_assertion") != "e2e-federated-token"
+        {
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"invalid_client"}"#.into(),
+            );
+        }
+        (
+            StatusCode::OK,
+            json!({"access_token": accepted, "expires_in": 3600, "token_type": "Bearer"})
+                .to_string(),
+        )
+    }
+    let router = axum::Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(token))
+        .with_state((accepted.clone(), requests.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let aad = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "e2e-federated-token\n")?;
+    let token_file = token_file.to_string_lossy().into_owned();
+    let w = World::with_env(
+        "iua-azure",
+        &guide_files(),
+        &[
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file.as_str()),
+            ("AZURE_CLIENT_ID", "e2e-client"),
+            ("AZURE_TENANT_ID", "e2e-tenant"),
+            ("AZURE_AUTHORITY_HOST", aad.as_str()),
+        ],
+    )
+    .await?;
+    let seed = w.head("main")?;
+    w.create(
+        &resource(
+            "source.toolkit.fluxcd.io",
+            "GitRepository",
+            "gitrepositories",
+        ),
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": "devops", "namespace": w.ns},
+            "spec": {"url": env.git_url(GitTransport::HttpBearer, &w.repo)?, "interval": "1m",
+                     "ref": {"branch": "main"}, "provider": "azure"},
+        }),
+    )
+    .await?;
+    w.policy("podinfo", PODINFO, "5.0.3").await?;
+    w.automation("devops", json!({"sourceRef": {"name": "devops"}}))
+        .await?;
+    w.wait_for_commit("main", &seed).await?;
+    ensure!(
+        w.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &w.ns),
+        "unexpected update"
+    );
+    w.wait_for_condition("devops", "Ready", "True", "Succeeded")
+        .await?;
+    ensure!(
+        requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the AAD endpoint was not asked"
+    );
+    let mut seen = serde_json::to_string(&w.automation_obj("devops").await?)?;
+    for (_, _, m) in w.events("devops").await? {
+        seen.push_str(&m);
+    }
+    seen.push_str(&w.controller.logs());
+    ensure!(
+        !seen.contains(&accepted),
+        "AAD token in status, events or logs"
     );
     Ok(())
 }
