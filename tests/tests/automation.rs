@@ -123,7 +123,28 @@ impl World {
         if secrets.get_opt(&format!("{name}-auth")).await?.is_none() {
             secrets.create(&PostParams::default(), &secret).await?;
         }
-        let url = env.git_url(GitTransport::HttpBasic, &self.repo)?;
+        self.create_git_repository(
+            name,
+            GitTransport::HttpBasic,
+            json!({"secretRef": {"name": format!("{name}-auth")}}),
+        )
+        .await
+    }
+
+    /// GitRepository `name` for this world's repository over `transport` (branch `main`), `spec`
+    /// merged into its spec.
+    async fn create_git_repository(
+        &self,
+        name: &str,
+        transport: GitTransport,
+        spec: Value,
+    ) -> Result<()> {
+        let mut base = json!({
+            "url": testenv::env().git_url(transport, &self.repo)?,
+            "interval": "1m",
+            "ref": {"branch": "main"},
+        });
+        merge(&mut base, spec);
         self.create(
             &resource(
                 "source.toolkit.fluxcd.io",
@@ -134,11 +155,24 @@ impl World {
                 "apiVersion": "source.toolkit.fluxcd.io/v1",
                 "kind": "GitRepository",
                 "metadata": {"name": name, "namespace": self.ns},
-                "spec": {"url": url, "interval": "1m", "ref": {"branch": "main"},
-                         "secretRef": {"name": format!("{name}-auth")}},
+                "spec": base,
             }),
         )
         .await
+    }
+
+    /// What users and logs can see of automations `names`: their objects (status), their events
+    /// and the controller's log.
+    async fn visible(&self, names: &[&str]) -> Result<String> {
+        let mut seen = String::new();
+        for name in names {
+            seen.push_str(&serde_json::to_string(&self.automation_obj(name).await?)?);
+            for (_, _, m) in self.events(name).await? {
+                seen.push_str(&m);
+            }
+        }
+        seen.push_str(&self.controller.logs());
+        Ok(seen)
     }
 
     /// An ImagePolicy whose latest image is `image:tag`, as image-reflector-controller would write it.
@@ -940,6 +974,14 @@ async fn commits_are_signed_with_the_signing_key() -> Result<()> {
     Ok(())
 }
 
+/// Serves `router` on a free loopback port; its base URL.
+async fn serve(router: axum::Router) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(base)
+}
+
 /// A simulated GitHub API for the e2e test: checks the app JWT's RS256 signature with `openssl`
 /// against the app's public key and its `iss`, then issues an installation token and registers it
 /// as the password of user `x-access-token` at the test environment's HTTPS Git server (its htpasswd
@@ -1082,9 +1124,7 @@ async fn github_app_provider_pushes_over_https() -> Result<()> {
             axum::routing::post(token),
         )
         .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(router).await?;
 
     let w = World::new("iua-github", &guide_files()).await?;
     let seed = w.head("main")?;
@@ -1101,20 +1141,10 @@ async fn github_app_provider_pushes_over_https() -> Result<()> {
             },
         }))?;
         secrets.create(&PostParams::default(), &secret).await?;
-        w.create(
-            &resource(
-                "source.toolkit.fluxcd.io",
-                "GitRepository",
-                "gitrepositories",
-            ),
-            json!({
-                "apiVersion": "source.toolkit.fluxcd.io/v1",
-                "kind": "GitRepository",
-                "metadata": {"name": name, "namespace": w.ns},
-                "spec": {"url": env.git_url(GitTransport::Https, &w.repo)?, "interval": "1m",
-                         "ref": {"branch": "main"}, "provider": "github",
-                         "secretRef": {"name": name}},
-            }),
+        w.create_git_repository(
+            name,
+            GitTransport::Https,
+            json!({"provider": "github", "secretRef": {"name": name}}),
         )
         .await?;
     }
@@ -1149,17 +1179,7 @@ async fn github_app_provider_pushes_over_https() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
     ensure!(!issued.is_empty(), "no installation token was issued");
-    let mut seen = serde_json::to_string(&w.automation_obj("app").await?)?;
-    seen.push_str(&serde_json::to_string(&w.automation_obj("wrong").await?)?);
-    for (_, _, m) in w
-        .events("app")
-        .await?
-        .into_iter()
-        .chain(w.events("wrong").await?)
-    {
-        seen.push_str(&m);
-    }
-    seen.push_str(&w.controller.logs());
+    let seen = w.visible(&["app", "wrong"]).await?;
     for t in &issued {
         ensure!(
             !seen.contains(t.as_str()),
@@ -1211,9 +1231,7 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
     let router = axum::Router::new()
         .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(token))
         .with_state((accepted.clone(), requests.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let aad = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let aad = serve(router).await?;
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(&token_file, "e2e-federated-token\n")?;
@@ -1230,19 +1248,10 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
     )
     .await?;
     let seed = w.head("main")?;
-    w.create(
-        &resource(
-            "source.toolkit.fluxcd.io",
-            "GitRepository",
-            "gitrepositories",
-        ),
-        json!({
-            "apiVersion": "source.toolkit.fluxcd.io/v1",
-            "kind": "GitRepository",
-            "metadata": {"name": "devops", "namespace": w.ns},
-            "spec": {"url": env.git_url(GitTransport::HttpBearer, &w.repo)?, "interval": "1m",
-                     "ref": {"branch": "main"}, "provider": "azure"},
-        }),
+    w.create_git_repository(
+        "devops",
+        GitTransport::HttpBearer,
+        json!({"provider": "azure"}),
     )
     .await?;
     w.policy("podinfo", PODINFO, "5.0.3").await?;
@@ -1259,11 +1268,7 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
         requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
         "the AAD endpoint was not asked"
     );
-    let mut seen = serde_json::to_string(&w.automation_obj("devops").await?)?;
-    for (_, _, m) in w.events("devops").await? {
-        seen.push_str(&m);
-    }
-    seen.push_str(&w.controller.logs());
+    let seen = w.visible(&["devops"]).await?;
     ensure!(
         !seen.contains(&accepted),
         "AAD token in status, events or logs"

@@ -162,6 +162,32 @@ async fn github_sim(
     (sim, url)
 }
 
+/// A simulated GitHub API issuing one-hour tokens, providers on the same clock, and a GitRepository
+/// with `provider: github`.
+struct GitHubCase {
+    clock: TestClock,
+    sim: Arc<GitHubSim>,
+    api: String,
+    p: Providers,
+    r: GitRepository,
+}
+
+impl GitHubCase {
+    async fn new() -> GitHubCase {
+        let clock = TestClock::new();
+        let (sim, api) = github_sim(&clock, Duration::from_secs(3600), Box::new(|_| {})).await;
+        let p = providers(&clock, &[]);
+        let r = repo(Some("github"), Some("app"), None);
+        GitHubCase {
+            clock,
+            sim,
+            api,
+            p,
+            r,
+        }
+    }
+}
+
 fn repo(provider: Option<&str>, secret: Option<&str>, sa: Option<&str>) -> GitRepository {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "source.toolkit.fluxcd.io/v1",
@@ -235,10 +261,13 @@ fn assert_secret_free(text: &str) {
 
 #[tokio::test]
 async fn github_app_token_fetched_cached_refreshed_and_isolated() {
-    let clock = TestClock::new();
-    let (sim, api) = github_sim(&clock, Duration::from_secs(3600), Box::new(|_| {})).await;
-    let p = providers(&clock, &[]);
-    let r = repo(Some("github"), Some("app"), None);
+    let GitHubCase {
+        clock,
+        sim,
+        api,
+        p,
+        r,
+    } = GitHubCase::new().await;
     let secret = app_secret(&api);
     let first = p
         .credential(&r, &secret, None, false)
@@ -316,10 +345,13 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
 
 #[tokio::test]
 async fn github_failures_name_the_repository_provider_and_cause() {
-    let clock = TestClock::new();
-    let (sim, api) = github_sim(&clock, Duration::from_secs(3600), Box::new(|_| {})).await;
-    let p = providers(&clock, &[]);
-    let r = repo(Some("github"), Some("app"), None);
+    let GitHubCase {
+        clock: _,
+        sim,
+        api,
+        p,
+        r,
+    } = GitHubCase::new().await;
     let prefix = "failed configuring source manager: failed to configure authentication options: GitRepository 'ns/repo' provider 'github': ";
 
     *lock(&sim.fail) = Some((StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials"}"#));
@@ -373,10 +405,13 @@ async fn github_failures_name_the_repository_provider_and_cause() {
 #[tokio::test]
 async fn github_token_requests_use_the_proxy() {
     let env = testenv::env();
-    let clock = TestClock::new();
-    let (sim, api) = github_sim(&clock, Duration::from_secs(3600), Box::new(|_| {})).await;
-    let p = providers(&clock, &[]);
-    let r = repo(Some("github"), Some("app"), None);
+    let GitHubCase {
+        clock: _,
+        sim,
+        api,
+        p,
+        r,
+    } = GitHubCase::new().await;
     let proxy_url = env.proxy_url(testenv::ProxyVariant::BasicAuth).unwrap();
     let (user, pass) = env.credentials().unwrap();
     let proxy = |user: &str, pass: &str| {
