@@ -9,7 +9,7 @@ use api::{ImagePolicy, ImageRepository};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use registry::{AccessSpec, resolve_access};
+use registry::{AccessSpec, SecretSource, resolve_access};
 use runtime::events::{EventRecorder, EventType};
 
 use crate::policy::Cluster;
@@ -43,6 +43,29 @@ pub fn access_spec(repo: &ImageRepository) -> AccessSpec {
     }
 }
 
+/// [`Cluster::digest`] with the repository's secrets read from `secrets`.
+pub async fn digest(
+    registry: &registry::Client,
+    secrets: &impl SecretSource,
+    repo: &ImageRepository,
+    image: &registry::ImageRef,
+    tag: &str,
+) -> Result<String, String> {
+    let access = resolve_access(&access_spec(repo), secrets)
+        .await
+        .map_err(|e| format!("failed to configure authentication options: {e}"))?;
+    let timeout = repo.spec.get_timeout().map_err(|e| e.to_string())?;
+    registry
+        .manifest_digest(image, tag, &access, timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "failed fetching descriptor for \"{}:{tag}\": {e}",
+                image.canonical()
+            )
+        })
+}
+
 impl Cluster for KubeCluster {
     async fn image_repository(
         &self,
@@ -73,19 +96,7 @@ impl Cluster for KubeCluster {
         tag: &str,
     ) -> Result<String, String> {
         let secrets = ApiSecrets::new(self.client.clone());
-        let access = resolve_access(&access_spec(repo), &secrets)
-            .await
-            .map_err(|e| format!("failed to configure authentication options: {e}"))?;
-        let timeout = repo.spec.get_timeout().map_err(|e| e.to_string())?;
-        self.registry
-            .manifest_digest(image, tag, &access, timeout)
-            .await
-            .map_err(|e| {
-                format!(
-                    "failed fetching descriptor for \"{}:{tag}\": {e}",
-                    image.canonical()
-                )
-            })
+        digest(&self.registry, &secrets, repo, image, tag).await
     }
 
     async fn event(&self, policy: &ImagePolicy, type_: EventType, reason: &str, message: &str) {

@@ -3,12 +3,7 @@
 //!
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
-mod cluster;
-mod controller;
-mod policy;
-mod registry_metrics;
-mod repository;
-mod select;
+use image_reflector_controller::{controller, select};
 
 use std::process::ExitCode;
 
