@@ -9,9 +9,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
-    KUBECONFIG_ADMIN, KUBECONFIG_AUTOMATION, KUBECONFIG_REFLECTOR, admin_client,
-    controller_binary, create_namespace, eventually, kubectl_with_input, repo_root, testenv_var,
-    unique_name,
+    KUBECONFIG_ADMIN, KUBECONFIG_AUTOMATION, KUBECONFIG_REFLECTOR, admin_client, controller_binary,
+    create_namespace, eventually, kubectl_with_input, repo_root, testenv_var, unique_name,
 };
 use runtime::test_support::Process;
 use serde_json::Value;
@@ -87,7 +86,15 @@ async fn push_podinfo(variant: RegistryVariant, repo: &str) -> Result<String> {
     client
         .push_tags(
             repo,
-            &["5.0.0", "5.0.1", "5.0.2", "5.0.3", "5.1.0", "6.0.0", "5.0.9.sig"],
+            &[
+                "5.0.0",
+                "5.0.1",
+                "5.0.2",
+                "5.0.3",
+                "5.1.0",
+                "6.0.0",
+                "5.0.9.sig",
+            ],
             8,
         )
         .await?;
@@ -95,7 +102,12 @@ async fn push_podinfo(variant: RegistryVariant, repo: &str) -> Result<String> {
 }
 
 /// A bare repository seeded with the guide's Deployment for `ns` and `image`; returns (name, path).
-fn seed(prefix: &str, ns: &str, image: &str, extra: &[(&str, String)]) -> Result<(String, PathBuf)> {
+fn seed(
+    prefix: &str,
+    ns: &str,
+    image: &str,
+    extra: &[(&str, String)],
+) -> Result<(String, PathBuf)> {
     let name = unique_name(prefix)?;
     let deployment = guide("podinfo-deployment.yaml", ns, image)?;
     let mut files: Vec<(&str, &str)> = vec![(DEPLOYMENT_PATH, deployment.as_str())];
@@ -120,14 +132,21 @@ fn git(bare: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn head(bare: &Path) -> Result<String> {
-    Ok(git(bare, &["rev-parse", "refs/heads/main"])?.trim().to_owned())
+    Ok(git(bare, &["rev-parse", "refs/heads/main"])?
+        .trim()
+        .to_owned())
 }
 
 /// Parent, tree, author, committer and message of `main`'s head (no timestamps).
 fn commit_identity(bare: &Path) -> Result<String> {
     git(
         bare,
-        &["log", "-1", "--format=%P%n%T%n%an <%ae>%n%cn <%ce>%n%B", "main"],
+        &[
+            "log",
+            "-1",
+            "--format=%P%n%T%n%an <%ae>%n%cn <%ce>%n%B",
+            "main",
+        ],
     )
 }
 
@@ -221,27 +240,37 @@ async fn the_guide_run_once_pushes_the_commit_the_controllers_push() -> Result<(
     let first = run_once(&argv)?;
     ensure!(first.code == 0, "{first}");
     ensure!(first.stdout.contains("pushed commit '"), "{first}");
-    ensure!(first.stdout.trim_end().ends_with("changes pushed"), "{first}");
+    ensure!(
+        first.stdout.trim_end().ends_with("changes pushed"),
+        "{first}"
+    );
     let pushed = head(&bare_b)?;
     ensure!(pushed != seed_commit, "run-once pushed nothing: {first}");
 
     let (a, b) = (commit_identity(&bare_a)?, commit_identity(&bare_b)?);
-    assert_eq!(a, b, "controllers vs run-once (parent, tree, author, committer, message)");
+    assert_eq!(
+        a, b,
+        "controllers vs run-once (parent, tree, author, committer, message)"
+    );
     assert!(a.starts_with(&seed_commit), "{a}");
     assert!(a.contains(&format!("{image}:5.0.3")), "{a}");
     assert_eq!(
         git(&bare_b, &["show", &format!("main:{DEPLOYMENT_PATH}")])?,
-        guide("podinfo-deployment.yaml", &ns, &image)?.replace(
-            &format!("{image}:5.0.0 #"),
-            &format!("{image}:5.0.3 #")
-        )
+        guide("podinfo-deployment.yaml", &ns, &image)?
+            .replace(&format!("{image}:5.0.0 #"), &format!("{image}:5.0.3 #"))
     );
 
     // Again: nothing to do, the remote is untouched.
     let second = run_once(&argv)?;
     ensure!(second.code == 0, "{second}");
-    ensure!(second.stdout.contains(": nothing to do (main@sha1:"), "{second}");
-    ensure!(second.stdout.trim_end().ends_with("nothing to do"), "{second}");
+    ensure!(
+        second.stdout.contains(": nothing to do (main@sha1:"),
+        "{second}"
+    );
+    ensure!(
+        second.stdout.trim_end().ends_with("nothing to do"),
+        "{second}"
+    );
     assert_eq!(head(&bare_b)?, pushed);
     Ok(())
 }
@@ -266,7 +295,7 @@ async fn dry_run_prints_the_diff_and_leaves_the_remote_untouched() -> Result<()>
     let ran = run_once(&base)?;
     ensure!(ran.code == 0, "{ran}");
     for want in [
-        &format!("--- a/podinfo-deployment.yaml\n+++ b/podinfo-deployment.yaml\n"),
+        &"--- a/podinfo-deployment.yaml\n+++ b/podinfo-deployment.yaml\n".to_owned(),
         &format!("-          image: {image}:5.0.0 # {{\"$imagepolicy\": \"{ns}:podinfo\"}}\n"),
         &format!("+          image: {image}:5.0.3 # {{\"$imagepolicy\": \"{ns}:podinfo\"}}\n"),
         &format!("\n{image}:5.0.3\n"),
@@ -285,7 +314,10 @@ async fn dry_run_prints_the_diff_and_leaves_the_remote_untouched() -> Result<()>
     assert_eq!(v["result"], "dry-run", "{v:#}");
     assert_eq!(v["exitCode"], 0);
     assert_eq!(v["dryRun"], true);
-    assert_eq!(v["repositories"][0]["tagCount"], 6, "the .sig tag is excluded: {v:#}");
+    assert_eq!(
+        v["repositories"][0]["tagCount"], 6,
+        "the .sig tag is excluded: {v:#}"
+    );
     assert_eq!(v["policies"][0]["latestImage"], format!("{image}:5.0.3"));
     let auto = &v["automations"][0];
     assert_eq!(auto["result"], "would-push", "{v:#}");
@@ -295,7 +327,11 @@ async fn dry_run_prints_the_diff_and_leaves_the_remote_untouched() -> Result<()>
         auto["files"][0]["objects"][0]["changes"][0]["newValue"],
         format!("{image}:5.0.3")
     );
-    assert!(auto["diff"].as_str().is_some_and(|d| d.contains("+          image: ")));
+    assert!(
+        auto["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("+          image: "))
+    );
     assert_eq!(head(&bare)?, before);
     Ok(())
 }
@@ -364,7 +400,10 @@ async fn manifests_in_the_repository_and_registry_secrets_from_the_directory() -
     assert_eq!(auto["files"][0]["path"], "podinfo-deployment.yaml");
     // The Deployment of the repository is not an input object: skipped with a note.
     let notes = v["notes"].to_string();
-    ensure!(notes.contains("podinfo-deployment.yaml: Deployment (apps/v1) skipped"), "{notes}");
+    ensure!(
+        notes.contains("podinfo-deployment.yaml: Deployment (apps/v1) skipped"),
+        "{notes}"
+    );
 
     // Without the registry secret the scan is refused: a configuration error.
     std::fs::remove_dir_all(&regcred)?;
@@ -385,8 +424,8 @@ fn invalid_manifests_name_the_file_and_the_field() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ns = "flux-system";
     let policy = guide("podinfo-policy.yaml", ns, PODINFO)?.replace("5.0.x", "not a range!");
-    let repo = guide("podinfo-registry.yaml", ns, PODINFO)?
-        .replace(&format!("  image: {PODINFO}\n"), "");
+    let repo =
+        guide("podinfo-registry.yaml", ns, PODINFO)?.replace(&format!("  image: {PODINFO}\n"), "");
     let auto = guide("flux-system-automation.yaml", ns, PODINFO)?
         .replace("        email: fluxcdbot@users.noreply.github.com\n", "");
     std::fs::write(dir.path().join("policy.yaml"), policy)?;
@@ -397,9 +436,15 @@ fn invalid_manifests_name_the_file_and_the_field() -> Result<()> {
     let ran = run_once(&["--manifests", d])?;
     assert_eq!(ran.code, 2, "{ran}");
     for want in [
-        format!("configuration error: {d}/policy.yaml: ImagePolicy flux-system/podinfo: spec.policy.semver.range: "),
-        format!("configuration error: {d}/sub/registry.yaml: ImageRepository podinfo: spec: missing field `image`"),
-        format!("configuration error: {d}/sub/automation.yaml: ImageUpdateAutomation flux-system: spec.git.commit.author: missing field `email`"),
+        format!(
+            "configuration error: {d}/policy.yaml: ImagePolicy flux-system/podinfo: spec.policy.semver.range: "
+        ),
+        format!(
+            "configuration error: {d}/sub/registry.yaml: ImageRepository podinfo: spec: missing field `image`"
+        ),
+        format!(
+            "configuration error: {d}/sub/automation.yaml: ImageUpdateAutomation flux-system: spec.git.commit.author: missing field `email`"
+        ),
     ] {
         ensure!(ran.stderr.contains(&want), "no {want:?} in {ran}");
     }
@@ -432,7 +477,9 @@ async fn an_unreachable_registry_is_transient() -> Result<()> {
     ])?;
     assert_eq!(ran.code, 3, "{ran}");
     ensure!(
-        ran.stderr.contains(&format!("transient error: ImageRepository {ns}/podinfo: scan failed: ")),
+        ran.stderr.contains(&format!(
+            "transient error: ImageRepository {ns}/podinfo: scan failed: "
+        )),
         "{ran}"
     );
     assert_eq!(head(&bare)?, before);
@@ -458,7 +505,12 @@ fn help_documents_the_exit_codes() -> Result<()> {
         .args(["run-once", "--help"])
         .output()?;
     let help = String::from_utf8_lossy(&out.stdout);
-    for want in ["Exit codes:", "  2  configuration error", "  3  transient failure", "--secrets-dir"] {
+    for want in [
+        "Exit codes:",
+        "  2  configuration error",
+        "  3  transient failure",
+        "--secrets-dir",
+    ] {
         ensure!(help.contains(want), "no {want:?} in\n{help}");
     }
     Ok(())
