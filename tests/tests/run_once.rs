@@ -513,5 +513,28 @@ fn help_documents_the_exit_codes() -> Result<()> {
     ] {
         ensure!(help.contains(want), "no {want:?} in\n{help}");
     }
+    // The README's section lists every flag (a table row each) and the exit codes.
+    let readme = std::fs::read_to_string(repo_root().join("README.md"))?;
+    let section = readme
+        .split("### Standalone mode (run-once)")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .context("no run-once section in the README")?;
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split([' ', '=']).next())
+        .filter(|f| *f != "help")
+        .collect();
+    ensure!(flags.len() >= 10, "{flags:?}");
+    for flag in flags {
+        ensure!(
+            section.contains(&format!("| `--{flag}` |")),
+            "README run-once section lacks a row for --{flag}"
+        );
+    }
+    for code in ["| 0 |", "| 1 |", "| 2 |", "| 3 |"] {
+        ensure!(section.contains(code), "README lacks exit code row {code}");
+    }
     Ok(())
 }
