@@ -198,7 +198,12 @@ fn write_summary(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     if report.is_empty() {
         return writeln!(out, "no changes");
     }
-    for f in &report.files {
+    write_changes(&report.files, out)
+}
+
+/// Each changed file, its objects and their changes (`setter: old -> new`), indented.
+pub fn write_changes(files: &[setters::FileChanges], out: &mut impl Write) -> std::io::Result<()> {
+    for f in files {
         writeln!(out, "{}", f.path)?;
         for o in &f.objects {
             writeln!(out, "  {}", o.object)?;

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use api::{ImagePolicy, ImageRepository};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use registry::{AccessSpec, SecretSource, resolve_access};
+use registry::{AccessSpec, SecretData, SecretSource, resolve_access};
 use runtime::events::{EventRecorder, EventType};
 
 use crate::policy::Cluster;
@@ -40,6 +41,20 @@ pub fn access_spec(repo: &ImageRepository) -> AccessSpec {
         proxy_secret_ref: s.proxy_secret_ref.as_ref().map(|r| r.name.clone()),
         service_account_name: s.service_account_name.clone(),
         provider: Some(s.provider().as_str().to_string()),
+    }
+}
+
+/// The contents of Secret `namespace/name` as the registry keychain takes them.
+pub fn secret_data(namespace: &str, name: &str, secret: Secret) -> SecretData {
+    SecretData {
+        name: format!("{namespace}/{name}"),
+        secret_type: secret.type_.unwrap_or_default(),
+        data: secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
     }
 }
 

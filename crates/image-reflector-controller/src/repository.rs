@@ -217,16 +217,7 @@ impl SecretSource for ApiSecrets {
             .get_opt(name)
             .await
             .map_err(|e| SourceError(e.to_string()))?;
-        Ok(secret.map(|s| SecretData {
-            name: format!("{namespace}/{name}"),
-            secret_type: s.type_.unwrap_or_default(),
-            data: s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect(),
-        }))
+        Ok(secret.map(|s| crate::cluster::secret_data(namespace, name, s)))
     }
 
     async fn service_account_pull_secrets(

@@ -755,18 +755,7 @@ fn write_text(
                     "{head}: pushed commit '{short}' to branch '{}'",
                     a.branch
                 )?;
-                for f in &a.files {
-                    writeln!(out, "  {}", f.path)?;
-                    for o in &f.objects {
-                        for c in &o.changes {
-                            writeln!(
-                                out,
-                                "    {}: {}: {} -> {}",
-                                o.object, c.setter, c.old_value, c.new_value
-                            )?;
-                        }
-                    }
-                }
+                crate::update::write_changes(&a.files, out)?;
             }
         }
     }

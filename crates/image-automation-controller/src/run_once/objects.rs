@@ -124,16 +124,7 @@ impl SourceObjects for LocalObjects {
 impl SecretSource for LocalObjects {
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<SecretData>, SourceError> {
         let secret = LocalObjects::secret(self, namespace, name).map_err(SourceError)?;
-        Ok(secret.map(|s| SecretData {
-            name: format!("{namespace}/{name}"),
-            secret_type: s.type_.unwrap_or_default(),
-            data: s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect(),
-        }))
+        Ok(secret.map(|s| image_reflector_controller::cluster::secret_data(namespace, name, s)))
     }
 
     async fn service_account_pull_secrets(
