@@ -778,3 +778,100 @@ fn write_text(
     };
     writeln!(out, "{last}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(errors: &[ErrorKind], automations: &[&'static str]) -> Summary {
+        let run = Run {
+            summary: Summary {
+                result: "",
+                exit_code: 0,
+                dry_run: false,
+                repositories: Vec::new(),
+                policies: Vec::new(),
+                automations: automations
+                    .iter()
+                    .map(|r| AutomationSummary {
+                        namespace: "ns".into(),
+                        name: "a".into(),
+                        file: "f.yaml".into(),
+                        result: r,
+                        branch: String::new(),
+                        revision: String::new(),
+                        commit: String::new(),
+                        message: String::new(),
+                        files: Vec::new(),
+                        diff: String::new(),
+                    })
+                    .collect(),
+                errors: errors.iter().map(|k| RunError::new(*k, "x")).collect(),
+                notes: Vec::new(),
+            },
+        };
+        run.finish()
+    }
+
+    #[test]
+    fn the_exit_code_is_the_most_actionable_error_and_the_result_tells_success_apart() {
+        let s = summary(&[], &["up-to-date", "suspended"]);
+        assert_eq!((s.exit_code, s.result), (0, "up-to-date"));
+        let s = summary(&[], &["up-to-date", "pushed"]);
+        assert_eq!((s.exit_code, s.result), (0, "pushed"));
+        let s = summary(&[], &["would-push"]);
+        assert_eq!((s.exit_code, s.result), (0, "dry-run"));
+        let s = summary(&[ErrorKind::Transient], &["pushed"]);
+        assert_eq!((s.exit_code, s.result), (EXIT_TRANSIENT, "failed"));
+        let s = summary(&[ErrorKind::Transient, ErrorKind::Other], &[]);
+        assert_eq!(s.exit_code, EXIT_FAILED);
+        let s = summary(
+            &[ErrorKind::Transient, ErrorKind::Config, ErrorKind::Other],
+            &[],
+        );
+        assert_eq!(s.exit_code, EXIT_CONFIG);
+    }
+
+    #[test]
+    fn automation_failures_are_configuration_unless_git_failed() {
+        let retry = |reason, message: &str| Failure::retry(reason, message);
+        assert_eq!(
+            classify(&Failure::stalled(INVALID_SOURCE_CONFIGURATION_REASON, "x")),
+            ErrorKind::Config
+        );
+        for reason in [SOURCE_MANAGER_FAILED_REASON, UPDATE_FAILED_REASON] {
+            assert_eq!(classify(&retry(reason, "x")), ErrorKind::Config);
+        }
+        assert_eq!(
+            classify(&retry(
+                GIT_OPERATION_FAILED_REASON,
+                "failed to checkout source: unable to connect"
+            )),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            classify(&retry(
+                GIT_OPERATION_FAILED_REASON,
+                "failed to update source: unable to create commit message template from spec: x"
+            )),
+            ErrorKind::Config
+        );
+    }
+
+    #[test]
+    fn text_output_ends_with_what_happened() {
+        let s = summary(&[], &["up-to-date"]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        write_text(&s, false, &mut out, &mut err).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "ImageUpdateAutomation ns/a: nothing to do ()\nnothing to do\n"
+        );
+        let s = summary(&[ErrorKind::Config], &[]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        write_text(&s, false, &mut out, &mut err).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "failed\n");
+        assert_eq!(String::from_utf8(err).unwrap(), "configuration error: x\n");
+    }
+}
