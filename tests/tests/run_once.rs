@@ -231,11 +231,15 @@ async fn the_guide_run_once_pushes_the_commit_the_controllers_push() -> Result<(
     // run-once on the copy, with the guide's objects as written (v1beta1) and the secrets dir.
     let url_b = env().git_url(GitTransport::HttpBasic, &name_b)?;
     let (manifests, secrets) = inputs(&guide_objects(&ns, &image, &url_b)?)?;
+    // A storage directory kept between the two runs, as a CI cache would keep it.
+    let kept = tempfile::tempdir()?;
     let argv = [
         "--manifests",
         path_str(manifests.path())?,
         "--secrets-dir",
         path_str(secrets.path())?,
+        "--storage-path",
+        path_str(kept.path())?,
     ];
     let first = run_once(&argv)?;
     ensure!(first.code == 0, "{first}");
@@ -272,6 +276,9 @@ async fn the_guide_run_once_pushes_the_commit_the_controllers_push() -> Result<(
         "{second}"
     );
     assert_eq!(head(&bare_b)?, pushed);
+    for dir in ["tags", "git"] {
+        ensure!(kept.path().join(dir).is_dir(), "no {dir} in --storage-path");
+    }
     Ok(())
 }
 

@@ -314,7 +314,9 @@ impl Run {
         let cache = Arc::new(
             GitCache::new(
                 &storage.join("git"),
-                0,
+                // The controller's default bound: with --storage-path the clones of every
+                // repository read or written stay for the next run.
+                1 << 30,
                 GitSettings {
                     all_branch_refs: gates.enabled(GIT_ALL_BRANCH_REFERENCES),
                     force_push_branch: gates.enabled(GIT_FORCE_PUSH_BRANCH),
