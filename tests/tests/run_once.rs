@@ -545,3 +545,65 @@ fn help_documents_the_exit_codes() -> Result<()> {
     }
     Ok(())
 }
+
+/// The commit signing key comes from the secrets directory (`identity`, as the Secret's key), and
+/// the pushed commit verifies; without the secret the run is a configuration error.
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_are_signed_with_the_key_from_the_secrets_dir() -> Result<()> {
+    let ns = unique_name("ro-sign")?;
+    let image = push_podinfo(RegistryVariant::Anonymous, &format!("{ns}/podinfo")).await?;
+    let (name, bare) = seed("ro-sign", &ns, &image, &[])?;
+    let before = head(&bare)?;
+    let url = env().git_url(GitTransport::HttpBasic, &name)?;
+    let objects = guide_objects(&ns, &image, &url)?.replace(
+        "    commit:\n",
+        "    commit:\n      signingKey:\n        secretRef:\n          name: signing\n        type: ssh\n",
+    );
+    let (manifests, secrets) = inputs(&objects)?;
+    let argv = [
+        "--manifests",
+        path_str(manifests.path())?,
+        "--secrets-dir",
+        path_str(secrets.path())?,
+    ];
+    // No such secret yet: the source cannot be resolved.
+    let ran = run_once(&argv)?;
+    assert_eq!(ran.code, 2, "{ran}");
+    ensure!(
+        ran.stderr
+            .contains("could not find signing key secret 'signing'"),
+        "{ran}"
+    );
+    assert_eq!(head(&bare)?, before);
+
+    let signing = secrets.path().join("signing");
+    std::fs::create_dir_all(&signing)?;
+    let key = signing.join("identity");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "signer", "-f"])
+        .arg(&key)
+        .output()?;
+    ensure!(out.status.success(), "ssh-keygen: {out:?}");
+    // Only the key the Secret would hold.
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    std::fs::remove_file(key.with_extension("pub"))?;
+    let ran = run_once(&argv)?;
+    ensure!(ran.code == 0, "{ran}");
+    let pushed = head(&bare)?;
+    ensure!(pushed != before, "{ran}");
+    let keys = tempfile::tempdir()?;
+    let allowed = keys.path().join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!("fluxcdbot@users.noreply.github.com {public}"),
+    )?;
+    let out = testenv::git::git_command()
+        .current_dir(&bare)
+        .args(["-c", "gpg.format=ssh", "-c"])
+        .arg(format!("gpg.ssh.allowedSignersFile={}", allowed.display()))
+        .args(["verify-commit", "-v", &pushed])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "git verify-commit failed: {text}");
+    Ok(())
+}
