@@ -515,17 +515,13 @@ impl Run {
                 })
                 .collect();
             let what = format!("{}: ImageUpdateAutomation {key}", a.file);
-            let result = self
-                .automation(
-                    args,
-                    &objects,
-                    &a.object,
-                    observed,
-                    &cache,
-                    &writers,
-                    &mut summary,
-                )
-                .await;
+            let git = GitSide {
+                args,
+                objects: &objects,
+                cache: &cache,
+                writers: &writers,
+            };
+            let result = git.automation(&a.object, observed, &mut summary).await;
             self.summary.automations.push(summary);
             if let Err(f) = result {
                 self.summary
@@ -535,20 +531,31 @@ impl Run {
         }
         Ok(())
     }
+}
 
+/// What the automations of a run share: flags, objects, clones and the controller's writers.
+struct GitSide<'a> {
+    args: &'a RunOnceArgs,
+    objects: &'a LocalObjects,
+    cache: &'a Arc<GitCache>,
+    writers: &'a Writers,
+}
+
+impl GitSide<'_> {
     /// One automation: resolve its source, plan the update on a checkout, then push it through
     /// the controller's cycle (or only report it when dry-running).
-    #[allow(clippy::too_many_arguments)]
     async fn automation(
         &self,
-        args: &RunOnceArgs,
-        objects: &LocalObjects,
         automation: &api::ImageUpdateAutomation,
         observed: BTreeMap<String, api::ImageRef>,
-        cache: &Arc<GitCache>,
-        writers: &Writers,
         summary: &mut AutomationSummary,
     ) -> Result<(), Failure> {
+        let GitSide {
+            args,
+            objects,
+            cache,
+            writers,
+        } = *self;
         let started = Instant::now();
         let ns = automation.namespace().unwrap_or_default();
         let policies = crate::policies::setter_policies(&ns, &observed)?;
