@@ -607,3 +607,65 @@ async fn commits_are_signed_with_the_key_from_the_secrets_dir() -> Result<()> {
     ensure!(out.status.success(), "git verify-commit failed: {text}");
     Ok(())
 }
+
+/// A policy using an ImageRepository of another namespace goes through the reflector's ACL:
+/// denied (exit 2) until the policy's Namespace, given as a manifest, has the labels the
+/// repository's `accessFrom` asks for; `--no-cross-namespace-refs` refuses it outright.
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_namespace_policies_follow_the_access_from_acl() -> Result<()> {
+    let ns = unique_name("ro-acl")?;
+    let repo_ns = format!("{ns}-images");
+    let image = push_podinfo(RegistryVariant::Anonymous, &format!("{ns}/podinfo")).await?;
+    let (name, bare) = seed("ro-acl", &ns, &image, &[])?;
+    let before = head(&bare)?;
+    let url = env().git_url(GitTransport::HttpBasic, &name)?;
+    let objects = |namespace_labels: &str| -> Result<String> {
+        let mut s = format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: {ns}\nspec:\n  interval: 1m0s\n  url: {url}\n  ref:\n    branch: main\n  secretRef:\n    name: flux-system\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n{namespace_labels}---\n\
+             apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImageRepository\nmetadata:\n  name: podinfo\n  namespace: {repo_ns}\nspec:\n  image: {image}\n  interval: 1m0s\n  accessFrom:\n    namespaceSelectors:\n      - matchLabels:\n          images: shared\n---\n\
+             apiVersion: image.toolkit.fluxcd.io/v1\nkind: ImagePolicy\nmetadata:\n  name: podinfo\n  namespace: {ns}\nspec:\n  imageRepositoryRef:\n    name: podinfo\n    namespace: {repo_ns}\n  policy:\n    semver:\n      range: 5.0.x\n---\n"
+        );
+        s.push_str(&guide("flux-system-automation.yaml", &ns, &image)?);
+        Ok(s)
+    };
+    let run = |objects: String, extra: &'static [&'static str]| -> Result<Ran> {
+        let (manifests, secrets) = inputs(&objects)?;
+        let mut argv = vec![
+            "--manifests".to_owned(),
+            path_str(manifests.path())?.to_owned(),
+            "--secrets-dir".to_owned(),
+            path_str(secrets.path())?.to_owned(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        run_once(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let denied = run(objects("")?, &[])?;
+    assert_eq!(denied.code, 2, "{denied}");
+    ensure!(
+        denied.stderr.contains(&format!(
+            "ImagePolicy {ns}/podinfo: AccessDenied: failed to get the referred ImageRepository: access denied: '{repo_ns}/podinfo' can't be accessed due to ACL labels mismatch on namespace '{ns}'"
+        )),
+        "{denied}"
+    );
+    let labelled = objects("  labels:\n    images: shared\n")?;
+    let blocked = run(labelled.clone(), &["--no-cross-namespace-refs"])?;
+    assert_eq!(blocked.code, 2, "{blocked}");
+    ensure!(
+        blocked
+            .stderr
+            .contains("cross-namespace references have been blocked"),
+        "{blocked}"
+    );
+    assert_eq!(head(&bare)?, before);
+    let allowed = run(labelled, &[])?;
+    ensure!(allowed.code == 0, "{allowed}");
+    ensure!(
+        allowed
+            .stdout
+            .contains(&format!("ImagePolicy {ns}/podinfo: {image}:5.0.3")),
+        "{allowed}"
+    );
+    ensure!(head(&bare)? != before, "{allowed}");
+    Ok(())
+}
