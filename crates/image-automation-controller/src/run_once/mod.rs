@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use api::ImagePolicy;
 use api::image_update_automation::{
     GIT_OPERATION_FAILED_REASON, INVALID_POLICY_SELECTOR_REASON,
     INVALID_SOURCE_CONFIGURATION_REASON, SOURCE_MANAGER_FAILED_REASON, UPDATE_FAILED_REASON,
 };
-use api::{GitRepositoryRef, ImagePolicy};
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use runtime::features::{
@@ -32,7 +32,7 @@ use templates::NamespacedName;
 
 use crate::cycle::{Job, Outcome, Writers, plan_update};
 use crate::gitops::{self, GitCache, GitSettings};
-use crate::source::{self, Branches, Failure, Remote, ResolveOptions};
+use crate::source::{self, Failure, ResolveOptions};
 use manifests::Manifests;
 use objects::LocalObjects;
 
@@ -350,8 +350,7 @@ impl Run {
         if let Some(path) = &args.manifests_in_repo
             && load_errors.is_empty()
         {
-            let objects = LocalObjects::new(Arc::new(manifests.clone()), args.secrets_dir.clone());
-            let loaded = load_from_repo(args, path, &objects, cache.clone()).await?;
+            let loaded = load_from_repo(args, path, &manifests, cache.clone()).await?;
             // The repository's documents are checked together with the local ones.
             if let Err(e) = manifests.merge(loaded) {
                 load_errors.extend(e);
@@ -628,50 +627,66 @@ impl GitSide<'_> {
     }
 }
 
-/// Clones `--git-url` at `--git-branch` into the cache and loads the manifests under `path`.
+/// Name of the GitRepository standing for `--git-url` (never one of the input's: those come later).
+const GIT_URL_SOURCE: &str = "run-once-git-url";
+
+/// Clones `--git-url` at `--git-branch` into the cache and loads the manifests under `path`. The
+/// remote is resolved as an automation's source would be: a GitRepository for `--git-url` with
+/// `--git-secret` as its `secretRef` (namespace `default`).
 async fn load_from_repo(
     args: &RunOnceArgs,
     path: &str,
-    objects: &LocalObjects,
+    manifests: &Manifests,
     cache: Arc<GitCache>,
 ) -> Result<Manifests, RunError> {
-    let url = args.git_url.clone().unwrap_or_default();
-    let auth = match &args.git_secret {
-        Some(name) => {
-            let secret = objects
-                .secret(manifests::DEFAULT_NAMESPACE, name)
-                .map_err(|e| RunError::new(ErrorKind::Config, format!("--git-secret: {e}")))?
-                .ok_or_else(|| {
-                    RunError::new(
-                        ErrorKind::Config,
-                        format!("--git-secret: secret {name:?} not found"),
-                    )
-                })?;
-            secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect()
-        }
-        None => BTreeMap::new(),
-    };
-    let remote = Remote {
-        url,
-        auth,
-        proxy: None,
-        timeout: Duration::from_secs(60),
-    };
-    let branches = Branches {
-        checkout: GitRepositoryRef {
-            branch: args.git_branch.clone(),
-            ..Default::default()
+    let config = |m: String| RunError::new(ErrorKind::Config, m);
+    let repo = serde_json::json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": GIT_URL_SOURCE},
+        "spec": {
+            "url": args.git_url.clone().unwrap_or_default(),
+            "interval": "1m",
+            "ref": {"branch": args.git_branch},
+            "secretRef": args.git_secret.as_ref().map(|n| serde_json::json!({"name": n})),
         },
-        push_branch: args.git_branch.clone(),
-        switch_branch: false,
-        refspec: None,
-        push_options: BTreeMap::new(),
+    });
+    let automation = serde_json::json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1",
+        "kind": "ImageUpdateAutomation",
+        "metadata": {"name": GIT_URL_SOURCE},
+        "spec": {
+            "interval": "1m",
+            "sourceRef": {"kind": "GitRepository", "name": GIT_URL_SOURCE},
+            "git": {"commit": {"author": {"email": "run-once@localhost"}}},
+        },
+    });
+    let mut with_source = manifests.clone();
+    let documents = format!("{repo}\n---\n{automation}\n");
+    with_source
+        .load_text("--git-url", &documents)
+        .map_err(|e| {
+            config(
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+    let automation = with_source
+        .automations
+        .pop()
+        .map(|l| l.object)
+        .ok_or_else(|| config("--git-url: no source".into()))?;
+    let objects = LocalObjects::new(Arc::new(with_source), args.secrets_dir.clone());
+    let opts = ResolveOptions {
+        no_cross_namespace_refs: args.no_cross_namespace_refs,
+        object_level_workload_identity: false,
     };
+    let source = source::resolve(&objects, &automation, opts)
+        .await
+        .map_err(|f| RunError::new(classify(&f), format!("--git-url: {f}")))?;
+    let (remote, branches) = (source.remote, source.branches);
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut workspace = gitops::checkout(&cache, &remote, &branches)
