@@ -167,6 +167,35 @@ fn path_str(p: &Path) -> Result<&str> {
     p.to_str().context("non-UTF-8 path")
 }
 
+/// One test's guide: podinfo tags pushed to the anonymous registry under a path of the test's
+/// own, and a repository seeded with the guide's Deployment.
+struct Guide {
+    ns: String,
+    image: String,
+    bare: PathBuf,
+    /// The seed commit.
+    before: String,
+    /// The repository's URL on the basic-auth Git server.
+    url: String,
+}
+
+impl Guide {
+    async fn new(prefix: &str) -> Result<Self> {
+        let ns = unique_name(prefix)?;
+        let image = push_podinfo(RegistryVariant::Anonymous, &format!("{ns}/podinfo")).await?;
+        let (name, bare) = seed(prefix, &ns, &image, &[])?;
+        let before = head(&bare)?;
+        let url = env().git_url(GitTransport::HttpBasic, &name)?;
+        Ok(Self {
+            ns,
+            image,
+            bare,
+            before,
+            url,
+        })
+    }
+}
+
 /// The guide with the controllers on one copy of a repository and `run-once` on an identical
 /// second copy: both push the same change (parent, tree, message, author). Run again, run-once
 /// has nothing to do and leaves the remote as it is.
@@ -286,11 +315,13 @@ async fn the_guide_run_once_pushes_the_commit_the_controllers_push() -> Result<(
 /// as a machine result.
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_prints_the_diff_and_leaves_the_remote_untouched() -> Result<()> {
-    let ns = unique_name("ro-dry")?;
-    let image = push_podinfo(RegistryVariant::Anonymous, &format!("{ns}/podinfo")).await?;
-    let (name, bare) = seed("ro-dry", &ns, &image, &[])?;
-    let before = head(&bare)?;
-    let url = env().git_url(GitTransport::HttpBasic, &name)?;
+    let Guide {
+        ns,
+        image,
+        bare,
+        before,
+        url,
+    } = Guide::new("ro-dry").await?;
     let (manifests, secrets) = inputs(&guide_objects(&ns, &image, &url)?)?;
     let base = [
         "--manifests",
@@ -550,11 +581,13 @@ fn help_documents_the_exit_codes() -> Result<()> {
 /// the pushed commit verifies; without the secret the run is a configuration error.
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_are_signed_with_the_key_from_the_secrets_dir() -> Result<()> {
-    let ns = unique_name("ro-sign")?;
-    let image = push_podinfo(RegistryVariant::Anonymous, &format!("{ns}/podinfo")).await?;
-    let (name, bare) = seed("ro-sign", &ns, &image, &[])?;
-    let before = head(&bare)?;
-    let url = env().git_url(GitTransport::HttpBasic, &name)?;
+    let Guide {
+        ns,
+        image,
+        bare,
+        before,
+        url,
+    } = Guide::new("ro-sign").await?;
     let objects = guide_objects(&ns, &image, &url)?.replace(
         "    commit:\n",
         "    commit:\n      signingKey:\n        secretRef:\n          name: signing\n        type: ssh\n",
@@ -613,12 +646,14 @@ async fn commits_are_signed_with_the_key_from_the_secrets_dir() -> Result<()> {
 /// repository's `accessFrom` asks for; `--no-cross-namespace-refs` refuses it outright.
 #[tokio::test(flavor = "multi_thread")]
 async fn cross_namespace_policies_follow_the_access_from_acl() -> Result<()> {
-    let ns = unique_name("ro-acl")?;
+    let Guide {
+        ns,
+        image,
+        bare,
+        before,
+        url,
+    } = Guide::new("ro-acl").await?;
     let repo_ns = format!("{ns}-images");
-    let image = push_podinfo(RegistryVariant::Anonymous, &format!("{ns}/podinfo")).await?;
-    let (name, bare) = seed("ro-acl", &ns, &image, &[])?;
-    let before = head(&bare)?;
-    let url = env().git_url(GitTransport::HttpBasic, &name)?;
     let objects = |namespace_labels: &str| -> Result<String> {
         let mut s = format!(
             "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: {ns}\nspec:\n  interval: 1m0s\n  url: {url}\n  ref:\n    branch: main\n  secretRef:\n    name: flux-system\n---\n\

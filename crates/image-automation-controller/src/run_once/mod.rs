@@ -189,6 +189,24 @@ struct AutomationSummary {
     diff: String,
 }
 
+impl AutomationSummary {
+    /// The summary of automation `namespace/name` of `file`, with nothing done yet.
+    fn new(namespace: String, name: String, file: String, result: &'static str) -> Self {
+        Self {
+            namespace,
+            name,
+            file,
+            result,
+            branch: String::new(),
+            revision: String::new(),
+            commit: String::new(),
+            message: String::new(),
+            files: Vec::new(),
+            diff: String::new(),
+        }
+    }
+}
+
 /// The result of a run: what `--output json` prints.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -485,18 +503,8 @@ impl Run {
         for a in automations {
             let key = a.key();
             let ns = a.object.namespace().unwrap_or_default();
-            let mut summary = AutomationSummary {
-                namespace: ns.clone(),
-                name: a.object.name_any(),
-                file: a.file.clone(),
-                result: "failed",
-                branch: String::new(),
-                revision: String::new(),
-                commit: String::new(),
-                message: String::new(),
-                files: Vec::new(),
-                diff: String::new(),
-            };
+            let mut summary =
+                AutomationSummary::new(ns.clone(), a.object.name_any(), a.file.clone(), "failed");
             if a.object.spec.suspend {
                 summary.result = "suspended";
                 self.summary.automations.push(summary);
@@ -817,18 +825,7 @@ mod tests {
                 policies: Vec::new(),
                 automations: automations
                     .iter()
-                    .map(|r| AutomationSummary {
-                        namespace: "ns".into(),
-                        name: "a".into(),
-                        file: "f.yaml".into(),
-                        result: r,
-                        branch: String::new(),
-                        revision: String::new(),
-                        commit: String::new(),
-                        message: String::new(),
-                        files: Vec::new(),
-                        diff: String::new(),
-                    })
+                    .map(|r| AutomationSummary::new("ns".into(), "a".into(), "f.yaml".into(), r))
                     .collect(),
                 errors: errors.iter().map(|k| RunError::new(*k, "x")).collect(),
                 notes: Vec::new(),
