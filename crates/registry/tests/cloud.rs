@@ -957,13 +957,16 @@ async fn azure_imds_and_failures() {
 
 // ------------------------------------------------------------------ object-level workload identity
 
+/// A TokenRequest seen by [`FakeAccounts`]: `namespace/name`, audiences, the token issued.
+type TokenRequestLog = (String, Vec<String>, String);
+
 /// Service accounts of a fake API server: annotations per `namespace/name`; tokens are unsigned JWTs
 /// carrying the requested audiences and the service account as subject, numbered per request.
 #[derive(Clone, Default)]
 struct FakeAccounts {
     annotations: Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>,
     /// `(namespace/name, audiences, token)` of every TokenRequest.
-    requests: Arc<Mutex<Vec<(String, Vec<String>, String)>>>,
+    requests: Arc<Mutex<Vec<TokenRequestLog>>>,
 }
 
 impl FakeAccounts {
@@ -977,7 +980,7 @@ impl FakeAccounts {
         );
         self
     }
-    fn requests(&self) -> Vec<(String, Vec<String>, String)> {
+    fn requests(&self) -> Vec<TokenRequestLog> {
         self.requests.lock().unwrap().clone()
     }
 }
