@@ -1052,6 +1052,19 @@ impl SecretSource for WithAccounts {
     }
 }
 
+/// A context over `pairs` on `clock` with the gate on.
+fn gated(clock: &TestClock, pairs: &[(&str, String)]) -> AuthContext {
+    gate_on(
+        clock.context(env(pairs), CredentialHelpers::default()),
+        None,
+    )
+}
+
+/// Lists `host/app` and fails the test on error.
+async fn list_ok(client: &Client, host: &str, access: &Access) -> Vec<String> {
+    client.list_tags(&image(host), access, LONG).await.unwrap()
+}
+
 /// The gate on, with an optional default service account.
 fn gate_on(ctx: AuthContext, default_sa: Option<&str>) -> AuthContext {
     ctx.with_object_level_identity(ObjectLevelIdentity {
@@ -1115,15 +1128,12 @@ async fn object_level_aws_assumes_the_annotated_role_with_the_sa_token() {
     .await;
     let (reg, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1"), ("AWS", "ecr-2")]).await;
     let clock = TestClock::new();
-    let ctx = gate_on(
-        clock.context(
-            env(&[
-                ("AWS_ENDPOINT_URL_STS", sts.uri()),
-                ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
-            ]),
-            CredentialHelpers::default(),
-        ),
-        None,
+    let ctx = gated(
+        &clock,
+        &[
+            ("AWS_ENDPOINT_URL_STS", sts.uri()),
+            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+        ],
     );
     let access = sa_access("aws", Some("puller"), &accounts, &ctx)
         .await
@@ -1235,27 +1245,21 @@ async fn object_level_gcp_federates_and_impersonates_the_annotated_account() {
     ])
     .await;
     let clock = TestClock::new();
-    let ctx = gate_on(
-        clock.context(
-            env(&[
-                ("CLOUDSDK_API_ENDPOINT_OVERRIDES_STS", google.uri()),
-                (
-                    "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
-                    google.uri(),
-                ),
-            ]),
-            CredentialHelpers::default(),
-        ),
-        None,
+    let ctx = gated(
+        &clock,
+        &[
+            ("CLOUDSDK_API_ENDPOINT_OVERRIDES_STS", google.uri()),
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
+                google.uri(),
+            ),
+        ],
     );
     let access = sa_access("gcp", Some("puller"), &accounts, &ctx)
         .await
         .unwrap();
     let client = client_for(GCP_HOST, &registry);
-    client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, GCP_HOST, &access).await;
     assert_eq!(
         reg.seen(),
         vec![("oauth2accesstoken".into(), "ya29.gsa-1".into())]
@@ -1271,16 +1275,10 @@ async fn object_level_gcp_federates_and_impersonates_the_annotated_account() {
 
     // Refreshed five minutes before the hour is over (the IAM expiry, read from `expireTime`).
     clock.advance(Duration::from_secs(3600 - 310));
-    client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, GCP_HOST, &access).await;
     assert_eq!(accounts.requests().len(), 1);
     clock.advance(Duration::from_secs(20));
-    client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, GCP_HOST, &access).await;
     assert_eq!(accounts.requests().len(), 2);
     assert_eq!(
         reg.seen().last().unwrap(),
@@ -1366,21 +1364,12 @@ async fn object_level_azure_exchanges_the_sa_token_for_the_annotated_client() {
         .await;
     let (reg, registry, issued) = acr_registry(&["aad-sa-token"], 3 * 3600).await;
     let clock = TestClock::new();
-    let ctx = gate_on(
-        clock.context(
-            env(&[("AZURE_AUTHORITY_HOST", aad.uri())]),
-            CredentialHelpers::default(),
-        ),
-        None,
-    );
+    let ctx = gated(&clock, &[("AZURE_AUTHORITY_HOST", aad.uri())]);
     let access = sa_access("azure", Some("puller"), &accounts, &ctx)
         .await
         .unwrap();
     let client = client_for(ACR_HOST, &registry);
-    client
-        .list_tags(&image(ACR_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, ACR_HOST, &access).await;
     let reqs = accounts.requests();
     assert_eq!(reqs[0].1, vec!["api://AzureADTokenExchange".to_string()]);
     let body = String::from_utf8(aad.received_requests().await.unwrap()[0].body.clone()).unwrap();
@@ -1405,10 +1394,7 @@ async fn object_level_azure_exchanges_the_sa_token_for_the_annotated_client() {
     );
 
     clock.advance(Duration::from_secs(3 * 3600));
-    client
-        .list_tags(&image(ACR_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, ACR_HOST, &access).await;
     assert_eq!(accounts.requests().len(), 2);
     assert_eq!(issued.lock().unwrap().len(), 2);
 }
@@ -1680,10 +1666,7 @@ async fn refused_provider_credential_is_not_reused() {
         .unwrap_err();
     assert!(err.is_unauthorized(), "{err}");
     assert_no_secret(&err.to_string(), &["ya29.gcp-1"]);
-    client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, GCP_HOST, &access).await;
     assert_eq!(*issued.lock().unwrap(), 2);
 }
 
@@ -1736,10 +1719,7 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     ]);
     let access = provider_access("aws", &ctx).await;
     let client = client_for(ECR_HOST, &registry);
-    client
-        .list_tags(&image(ECR_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, ECR_HOST, &access).await;
 
     // A credential helper run too.
     let hdir = helpers_dir();

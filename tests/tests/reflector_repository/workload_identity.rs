@@ -13,22 +13,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine as _;
-use e2e::{
-    KUBECONFIG_REFLECTOR, admin_client, condition, create_namespace, eventually, testenv_var,
-    unique_name,
-};
+use e2e::{admin_client, condition, eventually, unique_name};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use kube::Api;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use runtime::test_support::Process;
+use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 use testenv::registry::RegistryClient;
 use testenv::{RegistryVariant, env};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const REFLECTOR: &str = "image-reflector-controller";
+use super::Shard;
+
 const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const ACR_HOST: &str = "e2e.azurecr.io";
 const GCP_HOST: &str = "europe-west1-docker.pkg.dev";
@@ -320,115 +316,32 @@ impl SimRegistry {
     }
 }
 
-/// One test's shard of ImageRepositories (label selector, namespace) and its controller's storage.
-struct Shard {
-    label: (String, String),
-    ns: String,
-    storage: tempfile::TempDir,
-    api: Api<DynamicObject>,
+/// The gate's command-line flag.
+const GATE_ON: &str = "--feature-gates=ObjectLevelWorkloadIdentity=true";
+
+async fn service_account(shard: &Shard, name: &str, annotations: &[(&str, &str)]) -> Result<()> {
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": shard.ns, "annotations":
+            annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+    }))?;
+    Api::<ServiceAccount>::namespaced(admin_client().await?, &shard.ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .with_context(|| format!("creating ServiceAccount {name}"))?;
+    Ok(())
 }
 
-impl Shard {
-    async fn new(prefix: &str) -> Result<Self> {
-        let admin = admin_client().await?;
-        let ns = create_namespace(&admin, prefix).await?;
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("image.toolkit.fluxcd.io", "v1", "ImageRepository"),
-            "imagerepositories",
-        );
-        Ok(Self {
-            label: ("e2e-shard".to_owned(), unique_name(prefix)?),
-            api: Api::namespaced_with(admin, &ns, &resource),
-            ns,
-            storage: tempfile::tempdir()?,
-        })
-    }
-
-    fn start(&self, gate: bool, env: &[(&str, &str)]) -> Result<Process> {
-        let kubeconfig = testenv_var(KUBECONFIG_REFLECTOR)?;
-        let mut args = vec![
-            format!("--kubeconfig={kubeconfig}"),
-            format!("--watch-label-selector={}={}", self.label.0, self.label.1),
-            format!("--storage-path={}", self.storage.path().display()),
-        ];
-        if gate {
-            args.push("--feature-gates=ObjectLevelWorkloadIdentity=true".into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let p = Process::start_with_env(&e2e::controller_binary(REFLECTOR)?, &args, env)
-            .context("starting the controller")?;
-        p.wait_for(&p.health, "/readyz", 200)
-            .map_err(anyhow::Error::msg)?;
-        Ok(p)
-    }
-
-    async fn service_account(&self, name: &str, annotations: &[(&str, &str)]) -> Result<()> {
-        let sa: ServiceAccount = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": self.ns, "annotations":
-                annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
-        }))?;
-        Api::<ServiceAccount>::namespaced(admin_client().await?, &self.ns)
-            .create(&PostParams::default(), &sa)
-            .await
-            .with_context(|| format!("creating ServiceAccount {name}"))?;
-        Ok(())
-    }
-
-    async fn create(&self, name: &str, spec: Value) -> Result<()> {
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "image.toolkit.fluxcd.io/v1",
-            "kind": "ImageRepository",
-            "metadata": {"name": name, "namespace": self.ns, "labels": {&self.label.0: &self.label.1}},
-            "spec": spec,
-        }))?;
-        self.api
-            .create(&PostParams::default(), &object)
-            .await
-            .with_context(|| format!("creating ImageRepository {name}"))?;
-        Ok(())
-    }
-
-    async fn status(&self, name: &str) -> Result<Value> {
-        let got = self.api.get(name).await?;
-        Ok(got.data.get("status").cloned().unwrap_or(Value::Null))
-    }
-
-    async fn condition_is(
-        &self,
-        name: &str,
-        type_: &str,
-        want: &str,
-        reason: &str,
-    ) -> Result<String> {
-        eventually(&format!("{name} {type_}={want} {reason}"), || async {
-            let status = self.status(name).await?;
-            let (s, r, m) = condition(&status, type_);
-            ensure!(s == want && r == reason, "{name}: {type_}={s} {r}: {m}");
-            Ok(m)
-        })
-        .await
-    }
-
-    async fn request_reconcile(&self, name: &str) -> Result<()> {
-        let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": unique_name("now")?}}});
-        self.api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
-    }
-
-    /// Messages of every Event in the namespace.
-    async fn event_messages(&self) -> Result<String> {
-        let events = Api::<Event>::namespaced(admin_client().await?, &self.ns)
-            .list(&ListParams::default())
-            .await?;
-        Ok(events
-            .items
-            .iter()
-            .map(|e| e.message.clone().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n"))
-    }
+/// Messages of every Event in the shard's namespace.
+async fn event_messages(shard: &Shard) -> Result<String> {
+    let events = Api::<Event>::namespaced(admin_client().await?, &shard.ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(events
+        .items
+        .iter()
+        .map(|e| e.message.clone().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 fn seen(log: &Log) -> Vec<Seen> {
@@ -475,28 +388,31 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
     let (google, gcp_log) = gcp_endpoints(&sim).await;
     let (aad, azure_log) = azure_endpoint().await;
 
-    shard
-        .service_account("ecr-puller", &[("eks.amazonaws.com/role-arn", ROLE)])
-        .await?;
-    shard
-        .service_account(
-            "gar-puller",
-            &[
-                ("gcp.auth.fluxcd.io/workload-identity-provider", WIP),
-                ("iam.gke.io/gcp-service-account", GSA),
-            ],
-        )
-        .await?;
-    shard
-        .service_account(
-            "acr-puller",
-            &[
-                ("azure.workload.identity/client-id", "e2e-client"),
-                ("azure.workload.identity/tenant-id", "e2e-tenant"),
-            ],
-        )
-        .await?;
-    shard.service_account("bare", &[]).await?;
+    service_account(
+        &shard,
+        "ecr-puller",
+        &[("eks.amazonaws.com/role-arn", ROLE)],
+    )
+    .await?;
+    service_account(
+        &shard,
+        "gar-puller",
+        &[
+            ("gcp.auth.fluxcd.io/workload-identity-provider", WIP),
+            ("iam.gke.io/gcp-service-account", GSA),
+        ],
+    )
+    .await?;
+    service_account(
+        &shard,
+        "acr-puller",
+        &[
+            ("azure.workload.identity/client-id", "e2e-client"),
+            ("azure.workload.identity/tenant-id", "e2e-tenant"),
+        ],
+    )
+    .await?;
+    service_account(&shard, "bare", &[]).await?;
 
     let host_map = format!(
         "{ECR_HOST}={},{ACR_HOST}={},{GCP_HOST}={}",
@@ -505,8 +421,9 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
         sim_server.address()
     );
     let (sts_uri, ecr_uri, google_uri, aad_uri) = (sts.uri(), ecr.uri(), google.uri(), aad.uri());
-    let p = shard.start(
-        true,
+    let p = shard.start_full(
+        shard.storage.path(),
+        &[GATE_ON],
         &[
             ("IMAGE_REFLECTOR_TEST_REGISTRY_HOST_MAP", &host_map),
             ("AWS_ENDPOINT_URL_STS", &sts_uri),
@@ -623,7 +540,13 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
     );
     tokio::time::sleep(Duration::from_secs(TTL)).await;
     for name in ["ecr", "gar", "acr"] {
-        shard.request_reconcile(name).await?;
+        let requested = unique_name("now")?;
+        shard
+            .patch(
+                name,
+                json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": requested}}}),
+            )
+            .await?;
     }
     eventually("a second exchange per provider", || async {
         let now = (
@@ -689,7 +612,7 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
         .map(String::from),
     );
     secrets.push(password.clone());
-    let mut text = shard.event_messages().await?;
+    let mut text = event_messages(&shard).await?;
     for name in ["ecr", "gar", "acr", "ghost", "bare"] {
         text.push_str(&shard.status(name).await?.to_string());
     }
@@ -706,10 +629,13 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_gate_a_service_account_stalls_with_upstream_message() -> Result<()> {
     let shard = Shard::new("objid-off").await?;
-    shard
-        .service_account("ecr-puller", &[("eks.amazonaws.com/role-arn", ROLE)])
-        .await?;
-    let _p = shard.start(false, &[("AWS_EC2_METADATA_DISABLED", "true")])?;
+    service_account(
+        &shard,
+        "ecr-puller",
+        &[("eks.amazonaws.com/role-arn", ROLE)],
+    )
+    .await?;
+    let _p = shard.start_with_env(&[("AWS_EC2_METADATA_DISABLED", "true")])?;
     for (name, image, provider) in [
         ("aws", format!("{ECR_HOST}/app"), "aws"),
         ("gcp", format!("{GCP_HOST}/p/r/app"), "gcp"),
