@@ -829,26 +829,46 @@ async fn acr_registry(
     (reg, registry, issued)
 }
 
+/// Entra ID's token endpoint for `tenant`: a client-assertion grant of `client` whose form also
+/// contains `required` gets `access_token`.
+async fn aad_server(
+    tenant: &str,
+    client: &str,
+    required: &[&str],
+    access_token: &str,
+) -> MockServer {
+    let aad = MockServer::start().await;
+    let mut mock = Mock::given(method("POST"))
+        .and(path(format!("/{tenant}/oauth2/v2.0/token")))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains(format!("client_id={client}").as_str()))
+        .and(body_string_contains(
+            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
+        ));
+    for r in required {
+        mock = mock.and(body_string_contains(*r));
+    }
+    mock.respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "token_type": "Bearer", "expires_in": 86399, "access_token": access_token
+    })))
+    .mount(&aad)
+    .await;
+    aad
+}
+
 #[tokio::test]
 async fn azure_workload_identity_exchange_and_refresh() {
     let dir = tempfile::tempdir().unwrap();
-    let aad = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/tenant-1/oauth2/v2.0/token"))
-        .and(body_string_contains("grant_type=client_credentials"))
-        .and(body_string_contains("client_id=client-1"))
-        .and(body_string_contains(
-            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
-        ))
-        .and(body_string_contains("client_assertion=federated-sa-token"))
-        .and(body_string_contains(
+    let aad = aad_server(
+        "tenant-1",
+        "client-1",
+        &[
+            "client_assertion=federated-sa-token",
             "scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "token_type": "Bearer", "expires_in": 86399, "access_token": "aad-token-1"
-        })))
-        .mount(&aad)
-        .await;
+        ],
+        "aad-token-1",
+    )
+    .await;
     let (reg, registry, issued) = acr_registry(&["aad-token-1"], 3 * 3600).await;
     let clock = TestClock::new();
     let ctx = clock.context(
@@ -1349,19 +1369,7 @@ async fn object_level_azure_exchanges_the_sa_token_for_the_annotated_client() {
             (AZURE_TENANT_ID_ANNOTATION, "tenant-sa"),
         ],
     );
-    let aad = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/tenant-sa/oauth2/v2.0/token"))
-        .and(body_string_contains("grant_type=client_credentials"))
-        .and(body_string_contains("client_id=client-sa"))
-        .and(body_string_contains(
-            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "token_type": "Bearer", "expires_in": 86399, "access_token": "aad-sa-token"
-        })))
-        .mount(&aad)
-        .await;
+    let aad = aad_server("tenant-sa", "client-sa", &[], "aad-sa-token").await;
     let (reg, registry, issued) = acr_registry(&["aad-sa-token"], 3 * 3600).await;
     let clock = TestClock::new();
     let ctx = gated(&clock, &[("AZURE_AUTHORITY_HOST", aad.uri())]);

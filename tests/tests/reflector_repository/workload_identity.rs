@@ -61,6 +61,17 @@ fn claims(jwt: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Records the claims of the token in form field `field` and the form (plus `extra` fields).
+fn record(log: &Log, req: &Request, field: &str, extra: &[(&str, String)]) {
+    let mut form = form(req);
+    let token = form.get(field).cloned().unwrap_or_default();
+    form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
+        claims: claims(&token),
+        form,
+    });
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -79,12 +90,7 @@ async fn aws_endpoints(user: &str, password: &str) -> (MockServer, MockServer, L
     let l = log.clone();
     Mock::given(method("POST"))
         .respond_with(move |req: &Request| {
-            let form = form(req);
-            let token = form.get("WebIdentityToken").cloned().unwrap_or_default();
-            l.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
-                claims: claims(&token),
-                form,
-            });
+            record(&l, req, "WebIdentityToken", &[]);
             ResponseTemplate::new(200).set_body_string(
                 "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
                  <AccessKeyId>ASIAE2E</AccessKeyId><SecretAccessKey>e2e-secret-key</SecretAccessKey>\
@@ -126,12 +132,7 @@ async fn gcp_endpoints(registry: &SimRegistry) -> (MockServer, Log) {
     Mock::given(method("POST"))
         .and(path("/v1/token"))
         .respond_with(move |req: &Request| {
-            let form = form(req);
-            let token = form.get("subject_token").cloned().unwrap_or_default();
-            l.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
-                claims: claims(&token),
-                form,
-            });
+            record(&l, req, "subject_token", &[]);
             ResponseTemplate::new(200)
                 .set_body_json(json!({"access_token": "federated-e2e", "expires_in": 3600}))
         })
@@ -190,13 +191,12 @@ async fn azure_endpoint() -> (MockServer, Log) {
     Mock::given(method("POST"))
         .and(path_regex(r"^/[^/]+/oauth2/v2.0/token$"))
         .respond_with(move |req: &Request| {
-            let mut form = form(req);
-            let token = form.get("client_assertion").cloned().unwrap_or_default();
-            form.insert("tenant_path".into(), req.url.path().to_string());
-            l.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
-                claims: claims(&token),
-                form,
-            });
+            record(
+                &l,
+                req,
+                "client_assertion",
+                &[("tenant_path", req.url.path().to_string())],
+            );
             ResponseTemplate::new(200)
                 .set_body_json(json!({"access_token": "aad-e2e", "expires_in": 3600}))
         })
