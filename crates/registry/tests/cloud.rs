@@ -167,8 +167,11 @@ fn client_for(host: &str, registry: &MockServer) -> Client {
     .unwrap()
 }
 
-/// No secrets: provider objects need none.
-struct NoSecrets;
+/// No secrets (provider objects need none); service accounts when given.
+#[derive(Default)]
+struct NoSecrets {
+    accounts: Option<FakeAccounts>,
+}
 
 impl SecretSource for NoSecrets {
     async fn secret(&self, _: &str, _: &str) -> Result<Option<SecretData>, SourceError> {
@@ -181,6 +184,10 @@ impl SecretSource for NoSecrets {
     ) -> Result<Option<Vec<String>>, SourceError> {
         Ok(None)
     }
+    fn service_accounts(&self) -> Option<Arc<dyn ServiceAccounts>> {
+        let accounts = self.accounts.clone()?;
+        Some(Arc::new(accounts))
+    }
 }
 
 async fn provider_access(provider: &str, ctx: &AuthContext) -> Access {
@@ -189,7 +196,9 @@ async fn provider_access(provider: &str, ctx: &AuthContext) -> Access {
         provider: Some(provider.into()),
         ..Default::default()
     };
-    resolve_access_with(&spec, &NoSecrets, ctx).await.unwrap()
+    resolve_access_with(&spec, &NoSecrets::default(), ctx)
+        .await
+        .unwrap()
 }
 
 /// The message of a tag listing that must fail.
@@ -1053,25 +1062,6 @@ impl ServiceAccounts for FakeAccounts {
     }
 }
 
-/// Secrets plus the fake service accounts.
-struct WithAccounts(FakeAccounts);
-
-impl SecretSource for WithAccounts {
-    async fn secret(&self, _: &str, _: &str) -> Result<Option<SecretData>, SourceError> {
-        Ok(None)
-    }
-    async fn service_account_pull_secrets(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<Vec<String>>, SourceError> {
-        Ok(None)
-    }
-    fn service_accounts(&self) -> Option<Arc<dyn ServiceAccounts>> {
-        Some(Arc::new(self.0.clone()))
-    }
-}
-
 /// A context over `pairs` on `clock` with the gate on.
 fn gated(clock: &TestClock, pairs: &[(&str, String)]) -> AuthContext {
     gate_on(
@@ -1105,7 +1095,14 @@ async fn sa_access(
         service_account_name: sa.map(str::to_string),
         ..Default::default()
     };
-    resolve_access_with(&spec, &WithAccounts(accounts.clone()), ctx).await
+    resolve_access_with(
+        &spec,
+        &NoSecrets {
+            accounts: Some(accounts.clone()),
+        },
+        ctx,
+    )
+    .await
 }
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/puller";
@@ -1429,9 +1426,13 @@ async fn object_level_gate_default_account_and_failures_are_clear() {
         service_account_name: Some("puller".into()),
         ..Default::default()
     };
-    let err = resolve_access_with(&spec, &NoSecrets, &gate_on(AuthContext::default(), None))
-        .await
-        .unwrap_err();
+    let err = resolve_access_with(
+        &spec,
+        &NoSecrets::default(),
+        &gate_on(AuthContext::default(), None),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string().contains("needs the Kubernetes API"),
         "{err}"

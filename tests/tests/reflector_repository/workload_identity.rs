@@ -612,7 +612,15 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
         .map(String::from),
     );
     secrets.push(password.clone());
-    let mut text = event_messages(&shard).await?;
+    let mut text = eventually("the failure events", || async {
+        let text = event_messages(&shard).await?;
+        ensure!(
+            text.contains("service account"),
+            "no event about the missing ServiceAccount yet: {text}"
+        );
+        Ok(text)
+    })
+    .await?;
     for name in ["ecr", "gar", "acr", "ghost", "bare"] {
         text.push_str(&shard.status(name).await?.to_string());
     }
