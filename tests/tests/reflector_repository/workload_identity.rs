@@ -16,7 +16,8 @@ use base64::Engine as _;
 use e2e::{admin_client, condition, eventually, unique_name};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use testenv::registry::RegistryClient;
 use testenv::{RegistryVariant, env};
@@ -378,7 +379,7 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
     let ep = env().registry(RegistryVariant::Token)?;
     let (user, password) = env().credentials()?;
     let repo = unique_name("ecr")?;
-    RegistryClient::new(&ep)?
+    let pushed = RegistryClient::new(&ep)?
         .push_tags(&repo, &["1.0.0", "1.1.0", "2.0.0"], 3)
         .await?;
     let (sts, ecr, aws_log) = aws_endpoints(&user, &password).await;
@@ -472,6 +473,38 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
             "{name}: {msg}"
         );
     }
+    // An ImagePolicy reflecting digests reads the manifest with the same ServiceAccount's credentials.
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        admin_client().await?,
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("image.toolkit.fluxcd.io", "v1", "ImagePolicy"),
+            "imagepolicies",
+        ),
+    );
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
+        "metadata": {"name": "ecr-latest", "namespace": ns, "labels": {&shard.label.0: &shard.label.1}},
+        "spec": {"imageRepositoryRef": {"name": "ecr"}, "policy": {"semver": {"range": "2.x"}},
+                 "digestReflectionPolicy": "Always", "interval": "1h"},
+    }))?;
+    policies.create(&PostParams::default(), &policy).await?;
+    let digest = pushed
+        .iter()
+        .find(|(tag, _)| tag == "2.0.0")
+        .map(|(_, d)| d.clone())
+        .context("no digest pushed for 2.0.0")?;
+    eventually("ecr-latest reflects the digest", || async {
+        let got = policies.get("ecr-latest").await?;
+        let st = got.data.get("status").cloned().unwrap_or(Value::Null);
+        ensure!(
+            st["latestRef"]["digest"] == digest.as_str(),
+            "{}",
+            condition(&st, "Ready").2
+        );
+        Ok(())
+    })
+    .await?;
 
     // AWS: the token of ecr-puller for sts.amazonaws.com, the annotated role, upstream's session name.
     check_tokens(&aws_log, &ns, "ecr-puller", "sts.amazonaws.com")?;
