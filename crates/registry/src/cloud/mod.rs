@@ -578,6 +578,16 @@ impl ProviderAccess {
         Ok(issued.credential)
     }
 
+    /// The API server's service accounts (always set with [`Identity::ServiceAccount`]).
+    fn accounts(&self, sa: &str) -> Result<&dyn ServiceAccounts, CloudError> {
+        self.accounts
+            .as_deref()
+            .ok_or_else(|| CloudError::Identity {
+                provider: self.provider,
+                reason: format!("service account '{sa}': no Kubernetes client to read it"),
+            })
+    }
+
     /// Reads the provider settings from the service account's annotations.
     async fn account_config(
         &self,
@@ -589,12 +599,8 @@ impl ProviderAccess {
             provider: self.provider,
             reason,
         };
-        let accounts = self.accounts.as_ref().ok_or_else(|| {
-            identity(format!(
-                "service account '{sa}': no Kubernetes client to read it"
-            ))
-        })?;
-        let annotations = accounts
+        let annotations = self
+            .accounts(&sa)?
             .annotations(namespace, name)
             .await
             .map_err(|e| identity(format!("failed to get service account '{sa}': {e}")))?;
@@ -624,12 +630,9 @@ impl ProviderAccess {
                 gcp::audiences(call, wip_audience.as_deref()).await?
             }
         };
-        let accounts = self.accounts.as_ref().ok_or_else(|| CloudError::Identity {
-            provider: self.provider,
-            reason: format!("service account '{sa}': no Kubernetes client to read it"),
-        })?;
         let audiences = [audience];
-        let token = accounts
+        let token = self
+            .accounts(&sa)?
             .create_token(namespace, name, &audiences)
             .await
             .map_err(|e| workload::token_request_error(self.provider, &sa, e))?;
