@@ -424,7 +424,8 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
     let (sts_uri, ecr_uri, google_uri, aad_uri) = (sts.uri(), ecr.uri(), google.uri(), aad.uri());
     let p = shard.start_full(
         shard.storage.path(),
-        &[GATE_ON],
+        // Objects without serviceAccountName use ecr-puller (multi-tenant lockdown).
+        &[GATE_ON, "--default-service-account=ecr-puller"],
         &[
             ("IMAGE_REFLECTOR_TEST_REGISTRY_HOST_MAP", &host_map),
             ("AWS_ENDPOINT_URL_STS", &sts_uri),
@@ -463,8 +464,14 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
     shard
         .create("bare", base(format!("{ECR_HOST}/{repo}"), "aws", "bare"))
         .await?;
+    shard
+        .create(
+            "lockdown",
+            json!({"image": format!("{ECR_HOST}/{repo}"), "provider": "aws", "insecure": true, "interval": "1h"}),
+        )
+        .await?;
 
-    for (name, tags) in [("ecr", 3), ("gar", 2), ("acr", 2)] {
+    for (name, tags) in [("ecr", 3), ("gar", 2), ("acr", 2), ("lockdown", 3)] {
         let msg = shard
             .condition_is(name, "Ready", "True", "Succeeded")
             .await?;
@@ -654,7 +661,7 @@ async fn service_account_tokens_are_exchanged_with_each_provider() -> Result<()>
         Ok(text)
     })
     .await?;
-    for name in ["ecr", "gar", "acr", "ghost", "bare"] {
+    for name in ["ecr", "gar", "acr", "ghost", "bare", "lockdown"] {
         text.push_str(&shard.status(name).await?.to_string());
     }
     text.push_str(&p.logs());
