@@ -28,6 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REFLECTOR: &str = "image-reflector-controller";
 
+/// Object-level workload identity (cloud providers with `serviceAccountName`), on this file's shards.
+#[path = "reflector_repository/workload_identity.rs"]
+mod workload_identity;
+
 /// One test's shard: label selector, namespace, controller storage.
 struct Shard {
     label: (String, String),

@@ -235,6 +235,19 @@ fn update_failed(e: impl std::fmt::Display) -> Failure {
 /// file changed. The message is rendered before anything is written, so a template error leaves
 /// the tree untouched; any file that cannot be updated fails the job before anything is written.
 pub fn update(workdir: &Path, job: &Job) -> Result<Option<String>, Failure> {
+    let Some((plan, message)) = plan_update(workdir, job)? else {
+        return Ok(None);
+    };
+    let report = plan.apply();
+    if let Some(e) = report.errors.first() {
+        return Err(update_failed(format!("{}: {}", e.path, e.reason)));
+    }
+    Ok(Some(message))
+}
+
+/// The first half of [`update`], writing nothing: the setters' plan of the job under its update
+/// path and the rendered commit message; `None` when no file would change.
+pub fn plan_update(workdir: &Path, job: &Job) -> Result<Option<(setters::Plan, String)>, Failure> {
     let root = secure_join(workdir, &job.update_path).map_err(update_failed)?;
     let setters = setters::Setters::new(&job.policies).map_err(update_failed)?;
     let plan = setters::plan(&root, &setters).map_err(update_failed)?;
@@ -261,11 +274,7 @@ pub fn update(workdir: &Path, job: &Job) -> Result<Option<String>, Failure> {
             format!("failed to update source: {e}"),
         )
     })?;
-    let report = plan.apply();
-    if let Some(e) = report.errors.first() {
-        return Err(update_failed(format!("{}: {}", e.path, e.reason)));
-    }
-    Ok(Some(message))
+    Ok(Some((plan, message)))
 }
 
 /// `pushed commit '<short>' to branch '<branch>'[ and refspecs '<r>'][\n<message>]` (§5.6).

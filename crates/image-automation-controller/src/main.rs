@@ -10,6 +10,7 @@ mod message;
 mod policies;
 mod provider;
 mod reconciler;
+mod run_once;
 mod securejoin;
 mod source;
 mod update;
@@ -43,6 +44,9 @@ struct Cli {
 enum Command {
     /// Update the fields marked with `$imagepolicy` comments under a directory, offline.
     Update(update::UpdateArgs),
+    /// Run one automation cycle without a cluster: scan, select, update, commit and push.
+    #[command(after_help = run_once::EXIT_CODES_HELP)]
+    RunOnce(run_once::RunOnceArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,11 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return match command {
             Command::Update(args) => ExitCode::from(update::run(
+                &args,
+                std::io::stdout().lock(),
+                std::io::stderr().lock(),
+            )),
+            Command::RunOnce(args) => ExitCode::from(run_once::run(
                 &args,
                 std::io::stdout().lock(),
                 std::io::stderr().lock(),

@@ -74,7 +74,7 @@ impl Automation {
         let ns = obj.namespace().unwrap_or_default();
         let observed =
             policies::observed(&self.client, &ns, obj.spec.policy_selector.as_ref()).await?;
-        let source = source::resolve(&self.client, obj, self.opts).await?;
+        let source = source::resolve(&source::KubeObjects(&self.client), obj, self.opts).await?;
         let policies = policies::setter_policies(&ns, &observed)?;
         let update_path = obj
             .spec

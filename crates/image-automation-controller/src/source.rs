@@ -3,6 +3,7 @@
 //! Every failure is classified as Flux classifies it: Stalled (no retry) or Ready=False (retried).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use api::git_repository::{GitCheckout, GitRepository, GitRepositoryRef};
@@ -168,17 +169,51 @@ fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
+/// Where a source's GitRepository and Secrets are read from: the API server for the controller
+/// ([`KubeObjects`]), files for `run-once`.
+pub trait SourceObjects: Send + Sync {
+    /// The GitRepository `namespace/name`, `None` when it does not exist.
+    fn git_repository(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GitRepository>, String>> + Send;
+
+    /// The Secret `namespace/name`, `None` when it does not exist.
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
+}
+
+/// [`SourceObjects`] read from the API server (never cached).
+pub struct KubeObjects<'a>(pub &'a kube::Client);
+
+impl SourceObjects for KubeObjects<'_> {
+    async fn git_repository(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<GitRepository>, String> {
+        let api: Api<GitRepository> = Api::namespaced(self.0.clone(), namespace);
+        api.get_opt(name).await.map_err(|e| e.to_string())
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
+        let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+        api.get_opt(name).await.map_err(|e| e.to_string())
+    }
+}
+
 async fn get_secret(
-    client: &kube::Client,
+    objects: &impl SourceObjects,
     namespace: &str,
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.get(name).await {
-        Ok(s) => Ok(secret_data(s)),
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            Err(format!("secret '{namespace}/{name}' not found"))
-        }
+    match objects.secret(namespace, name).await {
+        Ok(Some(s)) => Ok(secret_data(s)),
+        Ok(None) => Err(format!("secret '{namespace}/{name}' not found")),
         Err(e) => Err(format!("failed to get secret '{namespace}/{name}': {e}")),
     }
 }
@@ -225,7 +260,7 @@ pub fn branches(
 
 /// Resolves the automation's source: GitRepository, Secrets, branches and commit settings.
 pub async fn resolve(
-    client: &kube::Client,
+    objects: &impl SourceObjects,
     automation: &ImageUpdateAutomation,
     opts: ResolveOptions,
 ) -> Result<Source, Failure> {
@@ -252,10 +287,9 @@ pub async fn resolve(
             ),
         ));
     }
-    let repos: Api<GitRepository> = Api::namespaced(client.clone(), &repo_ns);
-    let repo = match repos.get(&source_ref.name).await {
-        Ok(r) => r,
-        Err(kube::Error::Api(e)) if e.code == 404 => {
+    let repo = match objects.git_repository(&repo_ns, &source_ref.name).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
             return Err(manager_failed(format!(
                 "referenced git repository does not exist: GitRepository '{repo_ns}/{}' not found",
                 source_ref.name
@@ -269,14 +303,14 @@ pub async fn resolve(
     };
     let spec = &repo.spec;
     let auth = match &spec.secret_ref {
-        Some(r) if !r.name.is_empty() => get_secret(client, &repo_ns, &r.name)
+        Some(r) if !r.name.is_empty() => get_secret(objects, &repo_ns, &r.name)
             .await
             .map_err(manager_failed)?,
         _ => BTreeMap::new(),
     };
     let proxy = match &spec.proxy_secret_ref {
         Some(r) if !r.name.is_empty() => {
-            let data = get_secret(client, &repo_ns, &r.name)
+            let data = get_secret(objects, &repo_ns, &r.name)
                 .await
                 .map_err(manager_failed)?;
             Some(
@@ -303,7 +337,7 @@ pub async fn resolve(
     let signing = match &git.commit.signing_key {
         Some(key) => {
             let name = key.secret_ref.name.clone();
-            let data = get_secret(client, &ns, &name).await.map_err(|e| {
+            let data = get_secret(objects, &ns, &name).await.map_err(|e| {
                 Failure::retry(
                     SOURCE_MANAGER_FAILED_REASON,
                     format!("could not find signing key secret '{name}': {e}"),

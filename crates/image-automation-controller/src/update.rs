@@ -174,23 +174,36 @@ fn execute(
 }
 
 fn write_diff(plan: &Plan, out: &mut impl Write) -> std::io::Result<()> {
+    write!(out, "{}", diff(plan))
+}
+
+/// The unified diff (`a/PATH`, `b/PATH`, 3 lines of context) of every file the plan changes.
+pub fn diff(plan: &Plan) -> String {
+    let mut out = String::new();
     for f in &plan.files {
         let diff = similar::TextDiff::from_lines(&f.original, &f.updated);
         let (a, b) = (format!("a/{}", f.path), format!("b/{}", f.path));
-        write!(
-            out,
-            "{}",
-            diff.unified_diff().context_radius(3).header(&a, &b)
-        )?;
+        out.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&a, &b)
+                .to_string(),
+        );
     }
-    Ok(())
+    out
 }
 
 fn write_summary(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     if report.is_empty() {
         return writeln!(out, "no changes");
     }
-    for f in &report.files {
+    write_changes(&report.files, out)
+}
+
+/// Each changed file, its objects and their changes (`setter: old -> new`), indented.
+pub fn write_changes(files: &[setters::FileChanges], out: &mut impl Write) -> std::io::Result<()> {
+    for f in files {
         writeln!(out, "{}", f.path)?;
         for o in &f.objects {
             writeln!(out, "  {}", o.object)?;

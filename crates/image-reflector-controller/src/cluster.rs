@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use api::{ImagePolicy, ImageRepository};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use registry::{AccessSpec, resolve_access};
+use registry::{AccessSpec, SecretData, SecretSource, resolve_access};
 use runtime::events::{EventRecorder, EventType};
 
 use crate::policy::Cluster;
@@ -43,6 +44,43 @@ pub fn access_spec(repo: &ImageRepository) -> AccessSpec {
     }
 }
 
+/// The contents of Secret `namespace/name` as the registry keychain takes them.
+pub fn secret_data(namespace: &str, name: &str, secret: Secret) -> SecretData {
+    SecretData {
+        name: format!("{namespace}/{name}"),
+        secret_type: secret.type_.unwrap_or_default(),
+        data: secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
+    }
+}
+
+/// [`Cluster::digest`] with the repository's secrets read from `secrets`.
+pub async fn digest(
+    registry: &registry::Client,
+    secrets: &impl SecretSource,
+    repo: &ImageRepository,
+    image: &registry::ImageRef,
+    tag: &str,
+) -> Result<String, String> {
+    let access = resolve_access(&access_spec(repo), secrets)
+        .await
+        .map_err(|e| format!("failed to configure authentication options: {e}"))?;
+    let timeout = repo.spec.get_timeout().map_err(|e| e.to_string())?;
+    registry
+        .manifest_digest(image, tag, &access, timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "failed fetching descriptor for \"{}:{tag}\": {e}",
+                image.canonical()
+            )
+        })
+}
+
 impl Cluster for KubeCluster {
     async fn image_repository(
         &self,
@@ -73,19 +111,7 @@ impl Cluster for KubeCluster {
         tag: &str,
     ) -> Result<String, String> {
         let secrets = ApiSecrets::new(self.client.clone());
-        let access = resolve_access(&access_spec(repo), &secrets)
-            .await
-            .map_err(|e| format!("failed to configure authentication options: {e}"))?;
-        let timeout = repo.spec.get_timeout().map_err(|e| e.to_string())?;
-        self.registry
-            .manifest_digest(image, tag, &access, timeout)
-            .await
-            .map_err(|e| {
-                format!(
-                    "failed fetching descriptor for \"{}:{tag}\": {e}",
-                    image.canonical()
-                )
-            })
+        digest(&self.registry, &secrets, repo, image, tag).await
     }
 
     async fn event(&self, policy: &ImagePolicy, type_: EventType, reason: &str, message: &str) {

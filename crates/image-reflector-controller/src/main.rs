@@ -3,12 +3,7 @@
 //!
 //! Without a subcommand it runs the controller with Flux's flags; subcommands are offline tools.
 
-mod cluster;
-mod controller;
-mod policy;
-mod registry_metrics;
-mod repository;
-mod select;
+use image_reflector_controller::{controller, select};
 
 use std::process::ExitCode;
 
@@ -75,7 +70,8 @@ fn main() -> ExitCode {
 }
 
 /// Installs the registry credential context from the flags: cloud identity from the process
-/// environment, the allowed credential helpers and the token cache bounds.
+/// environment, the allowed credential helpers, the token cache bounds and object-level workload
+/// identity (gate `ObjectLevelWorkloadIdentity`, `--default-service-account`).
 fn install_cloud_auth(flags: &ReflectorFlags) -> Result<(), String> {
     let helpers = registry::CredentialHelpers::new(
         flags.allowed_credential_helpers.clone(),
@@ -86,8 +82,17 @@ fn install_cloud_auth(flags: &ReflectorFlags) -> Result<(), String> {
         max_entries: usize::try_from(flags.common.token_cache_max_size).unwrap_or(0),
         max_duration: Some(flags.common.token_cache_max_duration),
     };
+    // Invalid flags stop the controller at start with their own message; here they only mean "off".
+    let object_level = registry::ObjectLevelIdentity {
+        enabled: flags
+            .validate()
+            .is_ok_and(|g| g.enabled(runtime::features::OBJECT_LEVEL_WORKLOAD_IDENTITY)),
+        default_service_account: Some(flags.common.default_service_account.clone())
+            .filter(|s| !s.is_empty()),
+    };
     let context = registry::AuthContext::new(registry::CloudEnv::from_env(), helpers)
-        .with_cache_limits(limits);
+        .with_cache_limits(limits)
+        .with_object_level_identity(object_level);
     registry::AuthContext::install_global(context)
         .map_err(|_| "the registry credential context was already installed".to_string())
 }

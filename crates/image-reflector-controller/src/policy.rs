@@ -368,25 +368,7 @@ impl<C: Cluster> PolicyReconciler<C> {
         image: &registry::ImageRef,
         policy_ns: &str,
     ) -> Result<String, Applied> {
-        let choice = &obj.spec.policy;
-        let p = policy::Policy::new(
-            policy::Choice::from_spec(
-                choice.semver.as_ref().map(|s| s.range.as_str()),
-                choice
-                    .alphabetical
-                    .as_ref()
-                    .map(|a| order_text(a.order.as_ref())),
-                choice
-                    .numerical
-                    .as_ref()
-                    .map(|n| order_text(n.order.as_ref())),
-            ),
-            obj.spec.filter_tags.as_ref().map(|f| policy::FilterSpec {
-                pattern: &f.pattern,
-                extract: &f.extract,
-            }),
-        )
-        .map_err(|e| Applied::Invalid(e.to_string()))?;
+        let p = compile(&obj.spec).map_err(|e| Applied::Invalid(e.to_string()))?;
 
         let tags = self.verified_tags(repo, image, policy_ns).await?;
         if tags.is_empty() {
@@ -487,6 +469,28 @@ impl<C: Cluster> PolicyReconciler<C> {
         obj.status.get_or_insert_default().set_latest(latest);
         Ok(())
     }
+}
+
+/// The policy engine for `spec.policy` and `spec.filterTags`; the error names the field.
+pub fn compile(spec: &api::ImagePolicySpec) -> Result<policy::Policy, policy::PolicyError> {
+    let choice = &spec.policy;
+    policy::Policy::new(
+        policy::Choice::from_spec(
+            choice.semver.as_ref().map(|s| s.range.as_str()),
+            choice
+                .alphabetical
+                .as_ref()
+                .map(|a| order_text(a.order.as_ref())),
+            choice
+                .numerical
+                .as_ref()
+                .map(|n| order_text(n.order.as_ref())),
+        ),
+        spec.filter_tags.as_ref().map(|f| policy::FilterSpec {
+            pattern: &f.pattern,
+            extract: &f.extract,
+        }),
+    )
 }
 
 /// The conditions of `obj`, stamped with its generation.

@@ -15,11 +15,13 @@ use api::image_repository::{
     READ_OPERATION_FAILED_REASON, RegistryProvider, ScanResult,
 };
 use api::meta::{FEATURE_GATE_DISABLED_REASON, PROGRESSING_REASON, READY, STALLED};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
-use registry::{ImageRef, SecretData, SecretSource, SourceError, resolve_access};
+use registry::cloud::BoxFuture;
+use registry::{ImageRef, SecretData, SecretSource, ServiceAccounts, SourceError, resolve_access};
 use runtime::conditions::{
     self, Conditions, ReconcileResult, ResultFinalizer, now_seconds, progressive_status,
 };
@@ -217,16 +219,7 @@ impl SecretSource for ApiSecrets {
             .get_opt(name)
             .await
             .map_err(|e| SourceError(e.to_string()))?;
-        Ok(secret.map(|s| SecretData {
-            name: format!("{namespace}/{name}"),
-            secret_type: s.type_.unwrap_or_default(),
-            data: s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect(),
-        }))
+        Ok(secret.map(|s| crate::cluster::secret_data(namespace, name, s)))
     }
 
     async fn service_account_pull_secrets(
@@ -247,6 +240,57 @@ impl SecretSource for ApiSecrets {
                 .filter(|n| !n.is_empty())
                 .collect()
         }))
+    }
+
+    fn service_accounts(&self) -> Option<Arc<dyn ServiceAccounts>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+/// Object-level workload identity: service-account annotations and TokenRequests (the controller's
+/// ClusterRole grants `get` on `serviceaccounts` and `create` on `serviceaccounts/token`).
+impl ServiceAccounts for ApiSecrets {
+    fn annotations<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<std::collections::BTreeMap<String, String>>, SourceError>>
+    {
+        Box::pin(async move {
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            let sa = api
+                .get_opt(name)
+                .await
+                .map_err(|e| SourceError(e.to_string()))?;
+            Ok(sa.map(|sa| sa.metadata.annotations.unwrap_or_default()))
+        })
+    }
+
+    fn create_token<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        audiences: &'a [String],
+    ) -> BoxFuture<'a, Result<String, SourceError>> {
+        Box::pin(async move {
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: audiences.to_vec(),
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            };
+            let issued = api
+                .create_token_request(name, &Default::default(), &request)
+                .await
+                .map_err(|e| SourceError(e.to_string()))?;
+            issued
+                .status
+                .map(|s| s.token)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| SourceError("the API server returned no token".to_string()))
+        })
     }
 }
 
@@ -356,8 +400,8 @@ impl Repositories {
         let access = match tokio::time::timeout_at(deadline, resolve_access(&spec, &secrets)).await
         {
             Ok(Ok(access)) => access,
-            // Cannot succeed without a spec change (object-level workload identity is not built
-            // in yet): stall rather than retry or scan anonymously.
+            // Cannot succeed without a spec change (e.g. an unsupported provider): stall rather
+            // than retry or scan anonymously.
             Ok(Err(e)) if e.is_stalling() => {
                 let msg = e.to_string();
                 with_conditions(obj, |c| c.mark_stalled(AUTHENTICATION_FAILED_REASON, &msg));

@@ -27,7 +27,10 @@ mod options;
 mod reference;
 
 pub use client::{Client, ClientConfig, MANIFEST_ACCEPT, RequestObserver};
-pub use cloud::{AuthContext, CacheLimits, CloudEnv, CloudError, CloudProvider, CredentialHelpers};
+pub use cloud::{
+    AuthContext, CacheLimits, CloudEnv, CloudError, CloudProvider, CredentialHelpers,
+    ObjectLevelIdentity, ServiceAccounts,
+};
 pub use error::RegistryError;
 pub use keychain::{
     Credential, DOCKER_CFG_KEY, DOCKER_CFG_TYPE, DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE,

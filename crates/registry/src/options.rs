@@ -3,12 +3,15 @@
 //! [`SecretSource`]; this crate never sees Kubernetes objects.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use url::Url;
 
 use std::time::Instant;
 
-use crate::cloud::{AuthContext, CloudError, CloudProvider, CredentialHelpers, ProviderAccess};
+use crate::cloud::{
+    AuthContext, CloudError, CloudProvider, CredentialHelpers, ProviderAccess, ServiceAccounts,
+};
 use crate::keychain::{Credential, Keychain, KeychainError, SecretData};
 use crate::reference::ImageRef;
 
@@ -266,6 +269,11 @@ pub trait SecretSource {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Vec<String>>, SourceError>> + Send;
+    /// Service-account annotations and tokens for object-level workload identity; `None` (the
+    /// default) when this source cannot reach the API server.
+    fn service_accounts(&self) -> Option<Arc<dyn ServiceAccounts>> {
+        None
+    }
 }
 
 /// Why access options could not be built (mapped to `AuthenticationFailed` by the controller, except
@@ -300,12 +308,22 @@ pub enum OptionsError {
     /// A cloud provider this build does not support yet (never silently anonymous).
     #[error("provider '{0}' is not supported yet")]
     ProviderNotSupported(String),
-    /// `serviceAccountName` with a cloud provider (object-level workload identity): not supported yet.
-    /// Retrying cannot help, so the object is Stalled.
+    /// `serviceAccountName` with a cloud provider while the `ObjectLevelWorkloadIdentity` feature gate
+    /// is off (upstream's message). Retrying cannot help, so the object is Stalled.
     #[error(
-        "provider '{provider}': object-level workload identity (spec.serviceAccountName '{service_account}') is not supported yet; remove spec.serviceAccountName to use the controller's own identity"
+        "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller"
     )]
-    ObjectLevelIdentityNotSupported {
+    ObjectLevelIdentityDisabled {
+        /// `spec.provider`.
+        provider: String,
+        /// `namespace/name` of the service account.
+        service_account: String,
+    },
+    /// Object-level workload identity, but the secret source cannot read service accounts.
+    #[error(
+        "provider '{provider}': service account '{service_account}': object-level workload identity needs the Kubernetes API, which this caller does not provide"
+    )]
+    NoServiceAccounts {
         /// `spec.provider`.
         provider: String,
         /// `namespace/name` of the service account.
@@ -339,7 +357,7 @@ impl OptionsError {
         matches!(
             self,
             OptionsError::ProviderNotSupported(_)
-                | OptionsError::ObjectLevelIdentityNotSupported { .. }
+                | OptionsError::ObjectLevelIdentityDisabled { .. }
         )
     }
 }
@@ -375,13 +393,7 @@ pub async fn resolve_access_with(
         let Some(cloud) = CloudProvider::parse(provider) else {
             return Err(OptionsError::ProviderNotImplemented(provider.to_string()));
         };
-        if let Some(sa) = non_empty(&spec.service_account_name) {
-            return Err(OptionsError::ObjectLevelIdentityNotSupported {
-                provider: provider.to_string(),
-                service_account: format!("{ns}/{sa}"),
-            });
-        }
-        access.provider = Some(ProviderAccess::new(cloud, context.clone()));
+        access.provider = Some(provider_access(spec, source, context, cloud)?);
     }
     if let Some(name) = non_empty(&spec.cert_secret_ref) {
         let secret = require_secret(source, ns, name).await?;
@@ -410,6 +422,47 @@ pub async fn resolve_access_with(
     }
     access.keychain = Keychain::from_pull_secrets(&pull)?;
     Ok(access)
+}
+
+/// The controller's identity, or the object's service account (`spec.serviceAccountName`, else the
+/// operator's `--default-service-account`) when object-level workload identity applies.
+fn provider_access(
+    spec: &AccessSpec,
+    source: &impl SecretSource,
+    context: &AuthContext,
+    cloud: CloudProvider,
+) -> Result<ProviderAccess, OptionsError> {
+    let ns = spec.namespace.as_str();
+    let settings = context.object_level_identity();
+    let explicit = non_empty(&spec.service_account_name);
+    let default = settings
+        .default_service_account
+        .as_deref()
+        .filter(|s| settings.enabled && !s.is_empty());
+    let Some(sa) = explicit.or(default) else {
+        return Ok(ProviderAccess::new(cloud, context.clone()));
+    };
+    let service_account = format!("{ns}/{sa}");
+    if !settings.enabled {
+        return Err(OptionsError::ObjectLevelIdentityDisabled {
+            provider: cloud.to_string(),
+            service_account,
+        });
+    }
+    let accounts = source
+        .service_accounts()
+        .ok_or_else(|| OptionsError::NoServiceAccounts {
+            provider: cloud.to_string(),
+            service_account,
+        })?;
+    Ok(ProviderAccess::for_service_account(
+        cloud,
+        context.clone(),
+        ns,
+        sa,
+        accounts,
+        explicit.is_none(),
+    ))
 }
 
 fn non_empty(v: &Option<String>) -> Option<&str> {

@@ -12,9 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use registry::cloud::{
+    AWS_ROLE_ARN_ANNOTATION, AZURE_CLIENT_ID_ANNOTATION, AZURE_TENANT_ID_ANNOTATION, BoxFuture,
+    GCP_SERVICE_ACCOUNT_ANNOTATION, GCP_WORKLOAD_IDENTITY_PROVIDER_ANNOTATION, Identity,
+};
 use registry::{
     Access, AccessSpec, AuthContext, Client, ClientConfig, CloudEnv, CredentialHelpers, ImageRef,
-    Keychain, RegistryError, SecretData, SecretSource, SourceError, resolve_access_with,
+    Keychain, ObjectLevelIdentity, RegistryError, SecretData, SecretSource, ServiceAccounts,
+    SourceError, resolve_access_with,
 };
 use wiremock::matchers::{body_string_contains, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -137,6 +142,21 @@ fn env(pairs: &[(&str, String)]) -> CloudEnv {
     CloudEnv::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
 }
 
+/// A context over `pairs` with the real clock and no credential helpers.
+fn context_of(pairs: &[(&str, String)]) -> AuthContext {
+    AuthContext::new(env(pairs), CredentialHelpers::default())
+}
+
+/// A server answering every request with `status` and `body`.
+async fn answering(status: u16, body: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(status).set_body_string(body))
+        .mount(&server)
+        .await;
+    server
+}
+
 /// A client whose connections for `host` go to the simulated registry.
 fn client_for(host: &str, registry: &MockServer) -> Client {
     Client::new(ClientConfig {
@@ -147,8 +167,11 @@ fn client_for(host: &str, registry: &MockServer) -> Client {
     .unwrap()
 }
 
-/// No secrets: provider objects need none.
-struct NoSecrets;
+/// No secrets (provider objects need none); service accounts when given.
+#[derive(Default)]
+struct NoSecrets {
+    accounts: Option<FakeAccounts>,
+}
 
 impl SecretSource for NoSecrets {
     async fn secret(&self, _: &str, _: &str) -> Result<Option<SecretData>, SourceError> {
@@ -161,6 +184,10 @@ impl SecretSource for NoSecrets {
     ) -> Result<Option<Vec<String>>, SourceError> {
         Ok(None)
     }
+    fn service_accounts(&self) -> Option<Arc<dyn ServiceAccounts>> {
+        let accounts = self.accounts.clone()?;
+        Some(Arc::new(accounts))
+    }
 }
 
 async fn provider_access(provider: &str, ctx: &AuthContext) -> Access {
@@ -169,7 +196,9 @@ async fn provider_access(provider: &str, ctx: &AuthContext) -> Access {
         provider: Some(provider.into()),
         ..Default::default()
     };
-    resolve_access_with(&spec, &NoSecrets, ctx).await.unwrap()
+    resolve_access_with(&spec, &NoSecrets::default(), ctx)
+        .await
+        .unwrap()
 }
 
 /// The message of a tag listing that must fail.
@@ -350,6 +379,24 @@ fn sts_xml(ak: &str, sk: &str, token: &str) -> String {
     )
 }
 
+/// STS answering `AssumeRoleWithWebIdentity` requests whose form body contains every one of
+/// `required` with the given credentials.
+async fn sts_server(ak: &str, sk: &str, token: &str, required: &[&str]) -> MockServer {
+    let sts = MockServer::start().await;
+    let mut mock = Mock::given(method("POST")).and(path("/"));
+    for r in required {
+        mock = mock.and(body_string_contains(*r));
+    }
+    mock.respond_with(
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/xml")
+            .set_body_string(sts_xml(ak, sk, token)),
+    )
+    .mount(&sts)
+    .await;
+    sts
+}
+
 fn token_file(dir: &Path, name: &str, content: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
@@ -360,24 +407,18 @@ fn token_file(dir: &Path, name: &str, content: &str) -> String {
 async fn aws_irsa_ecr_token_fetched_used_cached_and_refreshed() {
     let dir = tempfile::tempdir().unwrap();
     let sa_token = "eyJhbGciOiJSUzI1NiJ9.sa-token.sig";
-    let sts = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/"))
-        .and(body_string_contains("Action=AssumeRoleWithWebIdentity"))
-        .and(body_string_contains("Version=2011-06-15"))
-        .and(body_string_contains(
+    let sts = sts_server(
+        "ASIASTS",
+        "sts-secret-key",
+        "sts-session-token",
+        &[
+            "Action=AssumeRoleWithWebIdentity",
+            "Version=2011-06-15",
             "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Freflector",
-        ))
-        .and(body_string_contains(
-            format!("WebIdentityToken={sa_token}").as_str(),
-        ))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/xml")
-                .set_body_string(sts_xml("ASIASTS", "sts-secret-key", "sts-session-token")),
-        )
-        .mount(&sts)
-        .await;
+            &format!("WebIdentityToken={sa_token}"),
+        ],
+    )
+    .await;
     let (ecr, issued) = ecr_api(
         "ecr",
         PRIVATE_TARGET,
@@ -465,13 +506,10 @@ async fn aws_imds_v2_and_public_ecr() {
     )
     .await;
     let (reg, registry) = TokenRegistry::allowing(&[("AWS", "public-1")]).await;
-    let ctx = TestClock::new().context(
-        env(&[
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.uri()),
-            ("AWS_ENDPOINT_URL_ECR_PUBLIC", ecr.uri()),
-        ]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.uri()),
+        ("AWS_ENDPOINT_URL_ECR_PUBLIC", ecr.uri()),
+    ]);
     let access = provider_access("aws", &ctx).await;
     let tags = client_for("public.ecr.aws", &registry)
         .list_tags(&image("public.ecr.aws"), &access, LONG)
@@ -504,20 +542,17 @@ async fn aws_pod_identity() {
     )
     .await;
     let (reg, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1")]).await;
-    let ctx = TestClock::new().context(
-        env(&[
-            (
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                format!("{}/v1/credentials", agent.uri()),
-            ),
-            (
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                token_file(dir.path(), "eks-pod-identity-token", "pod-identity-token\n"),
-            ),
-            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
-        ]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v1/credentials", agent.uri()),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file(dir.path(), "eks-pod-identity-token", "pod-identity-token\n"),
+        ),
+        ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+    ]);
     let access = provider_access("aws", &ctx).await;
     client_for(ECR_HOST, &registry)
         .list_tags(&image(ECR_HOST), &access, LONG)
@@ -536,29 +571,24 @@ fn assert_no_secret(text: &str, secrets: &[&str]) {
 #[tokio::test]
 async fn aws_failures_are_clear_and_secret_free() {
     let dir = tempfile::tempdir().unwrap();
-    let sts = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(403).set_body_string(
-            r#"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>"#,
-        ))
-        .mount(&sts)
-        .await;
+    let sts = answering(
+        403,
+        r#"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>"#,
+    )
+    .await;
     let registry = TokenRegistry::default().start().await;
     let client = client_for(ECR_HOST, &registry);
-    let ctx = TestClock::new().context(
-        env(&[
-            (
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                token_file(dir.path(), "t", "secret-sa-jwt"),
-            ),
-            (
-                "AWS_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/reflector".into(),
-            ),
-            ("AWS_ENDPOINT_URL_STS", sts.uri()),
-        ]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file(dir.path(), "t", "secret-sa-jwt"),
+        ),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/reflector".into(),
+        ),
+        ("AWS_ENDPOINT_URL_STS", sts.uri()),
+    ]);
     let access = provider_access("aws", &ctx).await;
     let err = client
         .list_tags(&image(ECR_HOST), &access, LONG)
@@ -590,14 +620,11 @@ async fn aws_failures_are_clear_and_secret_free() {
         None,
     )
     .await;
-    let ctx = TestClock::new().context(
-        env(&[
-            ("AWS_ACCESS_KEY_ID", "AKIASTATIC".into()),
-            ("AWS_SECRET_ACCESS_KEY", "wrong-key".into()),
-            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
-        ]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[
+        ("AWS_ACCESS_KEY_ID", "AKIASTATIC".into()),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-key".into()),
+        ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+    ]);
     let access = provider_access("aws", &ctx).await;
     let msg = list_err(&client, &image(ECR_HOST), &access).await;
     assert!(
@@ -610,10 +637,7 @@ async fn aws_failures_are_clear_and_secret_free() {
     assert_no_secret(&format!("{access:?} {ctx:?}"), &["wrong-key"]);
 
     // No identity at all.
-    let ctx = TestClock::new().context(
-        env(&[("AWS_EC2_METADATA_DISABLED", "true".into())]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[("AWS_EC2_METADATA_DISABLED", "true".into())]);
     let access = provider_access("aws", &ctx).await;
     let msg = list_err(&client, &image(ECR_HOST), &access).await;
     assert!(
@@ -650,8 +674,8 @@ impl Respond for Metadata {
     }
 }
 
-#[tokio::test]
-async fn gcp_metadata_token_fetched_used_and_refreshed() {
+/// A metadata server handing out the default service account's tokens; counts them.
+async fn metadata_server(ttl: u64) -> (MockServer, Arc<Mutex<u32>>) {
     let md = MockServer::start().await;
     let issued = Arc::new(Mutex::new(0));
     Mock::given(method("GET"))
@@ -661,10 +685,16 @@ async fn gcp_metadata_token_fetched_used_and_refreshed() {
         .and(header("metadata-flavor", "Google"))
         .respond_with(Metadata {
             issued: issued.clone(),
-            ttl: 3599,
+            ttl,
         })
         .mount(&md)
         .await;
+    (md, issued)
+}
+
+#[tokio::test]
+async fn gcp_metadata_token_fetched_used_and_refreshed() {
+    let (md, issued) = metadata_server(3599).await;
     let (reg, registry) = TokenRegistry::allowing(&[
         ("oauth2accesstoken", "ya29.gcp-1"),
         ("oauth2accesstoken", "ya29.gcp-2"),
@@ -705,20 +735,10 @@ async fn gcp_metadata_token_fetched_used_and_refreshed() {
 #[tokio::test]
 async fn gcp_failures() {
     // Not a metadata server: no flavor header in the answer.
-    let md = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string(r#"{"access_token":"captive-portal-secret"}"#),
-        )
-        .mount(&md)
-        .await;
+    let md = answering(200, r#"{"access_token":"captive-portal-secret"}"#).await;
     let registry = TokenRegistry::default().start().await;
     let client = client_for(GCP_HOST, &registry);
-    let ctx = AuthContext::new(
-        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[("GCE_METADATA_HOST", md.address().to_string())]);
     let access = provider_access("gcp", &ctx).await;
     let msg = list_err(&client, &image(GCP_HOST), &access).await;
     assert!(
@@ -729,15 +749,8 @@ async fn gcp_failures() {
     assert_no_secret(&msg, &["captive-portal-secret"]);
 
     // The workload identity is not bound: the metadata server says so.
-    let md = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(404).set_body_string("service account not found"))
-        .mount(&md)
-        .await;
-    let ctx = AuthContext::new(
-        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
-        CredentialHelpers::default(),
-    );
+    let md = answering(404, "service account not found").await;
+    let ctx = context_of(&[("GCE_METADATA_HOST", md.address().to_string())]);
     let access = provider_access("gcp", &ctx).await;
     let msg = list_err(&client, &image(GCP_HOST), &access).await;
     assert!(
@@ -803,39 +816,69 @@ impl Respond for AcrExchange {
     }
 }
 
-#[tokio::test]
-async fn azure_workload_identity_exchange_and_refresh() {
-    let dir = tempfile::tempdir().unwrap();
-    let aad = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/tenant-1/oauth2/v2.0/token"))
-        .and(body_string_contains("grant_type=client_credentials"))
-        .and(body_string_contains("client_id=client-1"))
-        .and(body_string_contains(
-            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
-        ))
-        .and(body_string_contains("client_assertion=federated-sa-token"))
-        .and(body_string_contains(
-            "scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "token_type": "Bearer", "expires_in": 86399, "access_token": "aad-token-1"
-        })))
-        .mount(&aad)
-        .await;
+/// A token-auth ACR whose `/oauth2/exchange` accepts the AAD tokens in `valid` and issues refresh
+/// tokens valid for `ttl` seconds (recorded), which its token endpoint then accepts.
+async fn acr_registry(
+    valid: &'static [&'static str],
+    ttl: u64,
+) -> (TokenRegistry, MockServer, Arc<Mutex<Vec<String>>>) {
     let reg = TokenRegistry::default();
     let registry = reg.start().await;
     let issued = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path("/oauth2/exchange"))
         .respond_with(AcrExchange {
-            valid: &["aad-token-1"],
-            ttl: 3 * 3600,
+            valid,
+            ttl,
             issued: issued.clone(),
             registry: reg.clone(),
         })
         .mount(&registry)
         .await;
+    (reg, registry, issued)
+}
+
+/// Entra ID's token endpoint for `tenant`: a client-assertion grant of `client` whose form also
+/// contains `required` gets `access_token`.
+async fn aad_server(
+    tenant: &str,
+    client: &str,
+    required: &[&str],
+    access_token: &str,
+) -> MockServer {
+    let aad = MockServer::start().await;
+    let mut mock = Mock::given(method("POST"))
+        .and(path(format!("/{tenant}/oauth2/v2.0/token")))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains(format!("client_id={client}").as_str()))
+        .and(body_string_contains(
+            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer",
+        ));
+    for r in required {
+        mock = mock.and(body_string_contains(*r));
+    }
+    mock.respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "token_type": "Bearer", "expires_in": 86399, "access_token": access_token
+    })))
+    .mount(&aad)
+    .await;
+    aad
+}
+
+#[tokio::test]
+async fn azure_workload_identity_exchange_and_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let aad = aad_server(
+        "tenant-1",
+        "client-1",
+        &[
+            "client_assertion=federated-sa-token",
+            "scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+        ],
+        "aad-token-1",
+    )
+    .await;
+    let (reg, registry, issued) = acr_registry(&["aad-token-1"], 3 * 3600).await;
     let clock = TestClock::new();
     let ctx = clock.context(
         env(&[
@@ -891,23 +934,8 @@ async fn azure_imds_and_failures() {
         })))
         .mount(&imds)
         .await;
-    let reg = TokenRegistry::default();
-    let registry = reg.start().await;
-    let issued = Arc::new(Mutex::new(Vec::new()));
-    Mock::given(method("POST"))
-        .and(path("/oauth2/exchange"))
-        .respond_with(AcrExchange {
-            valid: &["aad-imds-token"],
-            ttl: 3 * 3600,
-            issued: issued.clone(),
-            registry: reg.clone(),
-        })
-        .mount(&registry)
-        .await;
-    let ctx = AuthContext::new(
-        env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.uri())]),
-        CredentialHelpers::default(),
-    );
+    let (reg, registry, _) = acr_registry(&["aad-imds-token"], 3 * 3600).await;
+    let ctx = context_of(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.uri())]);
     let access = provider_access("azure", &ctx).await;
     let client = client_for(ACR_HOST, &registry);
     client
@@ -918,26 +946,20 @@ async fn azure_imds_and_failures() {
 
     // AAD refuses the federated token: the AAD error is quoted, the token is not.
     let dir = tempfile::tempdir().unwrap();
-    let aad = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": "invalid_client",
-            "error_description": "AADSTS70021: No matching federated identity record found for presented assertion."
-        })))
-        .mount(&aad)
-        .await;
-    let ctx = AuthContext::new(
-        env(&[
-            (
-                "AZURE_FEDERATED_TOKEN_FILE",
-                token_file(dir.path(), "t", "federated-secret"),
-            ),
-            ("AZURE_CLIENT_ID", "c".into()),
-            ("AZURE_TENANT_ID", "t".into()),
-            ("AZURE_AUTHORITY_HOST", aad.uri()),
-        ]),
-        CredentialHelpers::default(),
-    );
+    let aad = answering(
+        400,
+        r#"{"error":"invalid_client","error_description":"AADSTS70021: No matching federated identity record found for presented assertion."}"#,
+    )
+    .await;
+    let ctx = context_of(&[
+        (
+            "AZURE_FEDERATED_TOKEN_FILE",
+            token_file(dir.path(), "t", "federated-secret"),
+        ),
+        ("AZURE_CLIENT_ID", "c".into()),
+        ("AZURE_TENANT_ID", "t".into()),
+        ("AZURE_AUTHORITY_HOST", aad.uri()),
+    ]);
     let access = provider_access("azure", &ctx).await;
     let msg = list_err(&client, &image(ACR_HOST), &access).await;
     assert!(
@@ -949,21 +971,8 @@ async fn azure_imds_and_failures() {
     assert_no_secret(&msg, &["federated-secret"]);
 
     // The registry refuses the AAD token at the exchange.
-    let ctx = AuthContext::new(
-        env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.uri())]),
-        CredentialHelpers::default(),
-    );
-    let registry2 = TokenRegistry::default().start().await;
-    Mock::given(method("POST"))
-        .and(path("/oauth2/exchange"))
-        .respond_with(AcrExchange {
-            valid: &["other"],
-            ttl: 60,
-            issued: Arc::default(),
-            registry: TokenRegistry::default(),
-        })
-        .mount(&registry2)
-        .await;
+    let ctx = context_of(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.uri())]);
+    let (_, registry2, _) = acr_registry(&["other"], 60).await;
     let access = provider_access("azure", &ctx).await;
     let msg = list_err(&client_for(ACR_HOST, &registry2), &image(ACR_HOST), &access).await;
     assert!(
@@ -975,36 +984,509 @@ async fn azure_imds_and_failures() {
 
 // ------------------------------------------------------------------------------- identity & options
 
+// ------------------------------------------------------------------ object-level workload identity
+
+/// A TokenRequest seen by [`FakeAccounts`]: `namespace/name`, audiences, the token issued.
+type TokenRequestLog = (String, Vec<String>, String);
+
+/// Service accounts of a fake API server: annotations per `namespace/name`; tokens are unsigned JWTs
+/// carrying the requested audiences and the service account as subject, numbered per request.
+#[derive(Clone, Default)]
+struct FakeAccounts {
+    annotations: Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>,
+    /// `(namespace/name, audiences, token)` of every TokenRequest.
+    requests: Arc<Mutex<Vec<TokenRequestLog>>>,
+}
+
+impl FakeAccounts {
+    fn with(self, sa: &str, annotations: &[(&str, &str)]) -> Self {
+        self.annotations.lock().unwrap().insert(
+            sa.to_string(),
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self
+    }
+    fn requests(&self) -> Vec<TokenRequestLog> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// An unsigned JWT with `aud` and `sub` claims (`n` makes tokens distinct).
+fn sa_jwt(audiences: &[String], sub: &str, n: usize) -> String {
+    let e = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!(
+        "{}.{}.sig",
+        e(&serde_json::json!({"alg": "RS256"})),
+        e(&serde_json::json!({"aud": audiences, "sub": sub, "jti": n}))
+    )
+}
+
+impl ServiceAccounts for FakeAccounts {
+    fn annotations<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, SourceError>> {
+        let got = self
+            .annotations
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .cloned();
+        Box::pin(async move { Ok(got) })
+    }
+
+    fn create_token<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        audiences: &'a [String],
+    ) -> BoxFuture<'a, Result<String, SourceError>> {
+        let mut reqs = self.requests.lock().unwrap();
+        let token = sa_jwt(
+            audiences,
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            reqs.len() + 1,
+        );
+        reqs.push((
+            format!("{namespace}/{name}"),
+            audiences.to_vec(),
+            token.clone(),
+        ));
+        Box::pin(async move { Ok(token) })
+    }
+}
+
+/// A context over `pairs` on `clock` with the gate on.
+fn gated(clock: &TestClock, pairs: &[(&str, String)]) -> AuthContext {
+    gate_on(
+        clock.context(env(pairs), CredentialHelpers::default()),
+        None,
+    )
+}
+
+/// Lists `host/app` and fails the test on error.
+async fn list_ok(client: &Client, host: &str, access: &Access) -> Vec<String> {
+    client.list_tags(&image(host), access, LONG).await.unwrap()
+}
+
+/// The gate on, with an optional default service account.
+fn gate_on(ctx: AuthContext, default_sa: Option<&str>) -> AuthContext {
+    ctx.with_object_level_identity(ObjectLevelIdentity {
+        enabled: true,
+        default_service_account: default_sa.map(str::to_string),
+    })
+}
+
+async fn sa_access(
+    provider: &str,
+    sa: Option<&str>,
+    accounts: &FakeAccounts,
+    ctx: &AuthContext,
+) -> Result<Access, registry::OptionsError> {
+    let spec = AccessSpec {
+        namespace: "apps".into(),
+        provider: Some(provider.into()),
+        service_account_name: sa.map(str::to_string),
+        ..Default::default()
+    };
+    resolve_access_with(
+        &spec,
+        &NoSecrets {
+            accounts: Some(accounts.clone()),
+        },
+        ctx,
+    )
+    .await
+}
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/puller";
+
+fn form_encoded(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
 #[tokio::test]
-async fn object_level_identity_is_a_clear_stalling_error() {
+async fn object_level_aws_assumes_the_annotated_role_with_the_sa_token() {
+    let accounts = FakeAccounts::default()
+        .with("apps/puller", &[(AWS_ROLE_ARN_ANNOTATION, ROLE)])
+        .with(
+            "apps/other",
+            &[(
+                AWS_ROLE_ARN_ANNOTATION,
+                "arn:aws:iam::123456789012:role/other",
+            )],
+        );
+    // STS accepts only the role and session name of apps/puller; the token is checked below.
+    let sts = sts_server(
+        "ASIAOBJ",
+        "obj-secret-key",
+        "obj-session-token",
+        &[
+            "Action=AssumeRoleWithWebIdentity",
+            &format!("RoleArn={}", form_encoded(ROLE)),
+            "RoleSessionName=puller.apps.us-east-1.fluxcd.io",
+        ],
+    )
+    .await;
+    let (ecr, issued) = ecr_api(
+        "ecr",
+        PRIVATE_TARGET,
+        false,
+        "ASIAOBJ",
+        "obj-secret-key",
+        Some("obj-session-token"),
+    )
+    .await;
+    let (reg, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1"), ("AWS", "ecr-2")]).await;
+    let clock = TestClock::new();
+    let ctx = gated(
+        &clock,
+        &[
+            ("AWS_ENDPOINT_URL_STS", sts.uri()),
+            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+        ],
+    );
+    let access = sa_access("aws", Some("puller"), &accounts, &ctx)
+        .await
+        .unwrap();
+    let client = client_for(ECR_HOST, &registry);
+    let img = image(ECR_HOST);
+    assert_eq!(
+        client.list_tags(&img, &access, LONG).await.unwrap().len(),
+        2
+    );
+    assert_eq!(reg.seen(), vec![("AWS".into(), "ecr-1".into())]);
+    let reqs = accounts.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].0, "apps/puller");
+    assert_eq!(reqs[0].1, vec!["sts.amazonaws.com".to_string()]);
+    let body = String::from_utf8(sts.received_requests().await.unwrap()[0].body.clone()).unwrap();
+    assert!(
+        body.contains(&format!("WebIdentityToken={}", reqs[0].2)),
+        "{body}"
+    );
+
+    // Cached within the ECR token's life; replaced (new SA token, STS, ECR) before it expires.
+    clock.advance(Duration::from_secs(11 * 3600));
+    client.list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(accounts.requests().len(), 1);
+    clock.advance(Duration::from_secs(3600 - 299));
+    client.list_tags(&img, &access, LONG).await.unwrap();
+    assert_eq!(accounts.requests().len(), 2);
+    assert_eq!(*issued.lock().unwrap(), 2);
+    assert_eq!(reg.seen().last().unwrap(), &("AWS".into(), "ecr-2".into()));
+
+    // Another service account never gets apps/puller's cached credential: STS refuses its role.
+    let other = sa_access("aws", Some("other"), &accounts, &ctx)
+        .await
+        .unwrap();
+    let msg = list_err(&client, &img, &other).await;
+    assert!(
+        msg.starts_with("provider 'aws': STS AssumeRoleWithWebIdentity: POST "),
+        "{msg}"
+    );
+    assert_eq!(accounts.requests().last().unwrap().0, "apps/other");
+    assert_no_secret(
+        &format!("{msg} {access:?} {other:?}"),
+        &[&reqs[0].2, "obj-secret-key", "obj-session-token"],
+    );
+}
+
+/// GCP STS (`/v1/token`) and IAM Credentials simulation: STS accepts the subject token only with
+/// `audience`; IAM issues `ya29.gsa-<n>` for the federated token.
+async fn gcp_sts_and_iam(audience: &str, email: &str, ttl: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/token"))
+        .and(body_string_contains(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange",
+        ))
+        .and(body_string_contains(
+            "subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt",
+        ))
+        .and(body_string_contains(
+            format!("audience={}", form_encoded(audience)).as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "federated-token", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": "Bearer", "expires_in": 3600
+        })))
+        .mount(&server)
+        .await;
+    let count = Arc::new(Mutex::new(0u32));
+    let path_ = format!("/v1/projects/-/serviceAccounts/{email}:generateAccessToken");
+    Mock::given(method("POST"))
+        .and(path(path_.as_str()))
+        .and(header("authorization", "Bearer federated-token"))
+        .respond_with(move |_: &Request| {
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            let expire = time::OffsetDateTime::now_utc() + time::Duration::seconds(ttl as i64);
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "accessToken": format!("ya29.gsa-{n}"),
+                "expireTime": format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                    expire.year(), u8::from(expire.month()), expire.day(),
+                    expire.hour(), expire.minute(), expire.second()
+                ),
+            }))
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+const WIP: &str = "projects/123456/locations/global/workloadIdentityPools/flux/providers/kube";
+const GSA: &str = "puller@proj.iam.gserviceaccount.com";
+
+#[tokio::test]
+async fn object_level_gcp_federates_and_impersonates_the_annotated_account() {
+    let audience = format!("//iam.googleapis.com/{WIP}");
+    let accounts = FakeAccounts::default().with(
+        "apps/puller",
+        &[
+            (GCP_WORKLOAD_IDENTITY_PROVIDER_ANNOTATION, WIP),
+            (GCP_SERVICE_ACCOUNT_ANNOTATION, GSA),
+        ],
+    );
+    let google = gcp_sts_and_iam(&audience, GSA, 3600).await;
+    let (reg, registry) = TokenRegistry::allowing(&[
+        ("oauth2accesstoken", "ya29.gsa-1"),
+        ("oauth2accesstoken", "ya29.gsa-2"),
+    ])
+    .await;
+    let clock = TestClock::new();
+    let ctx = gated(
+        &clock,
+        &[
+            ("CLOUDSDK_API_ENDPOINT_OVERRIDES_STS", google.uri()),
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
+                google.uri(),
+            ),
+        ],
+    );
+    let access = sa_access("gcp", Some("puller"), &accounts, &ctx)
+        .await
+        .unwrap();
+    let client = client_for(GCP_HOST, &registry);
+    list_ok(&client, GCP_HOST, &access).await;
+    assert_eq!(
+        reg.seen(),
+        vec![("oauth2accesstoken".into(), "ya29.gsa-1".into())]
+    );
+    let reqs = accounts.requests();
+    assert_eq!(reqs[0].1, vec![audience.clone()]);
+    let sts_body =
+        String::from_utf8(google.received_requests().await.unwrap()[0].body.clone()).unwrap();
+    assert!(
+        sts_body.contains(&format!("subject_token={}", reqs[0].2)),
+        "{sts_body}"
+    );
+
+    // Refreshed five minutes before the hour is over (the IAM expiry, read from `expireTime`).
+    clock.advance(Duration::from_secs(3600 - 310));
+    list_ok(&client, GCP_HOST, &access).await;
+    assert_eq!(accounts.requests().len(), 1);
+    clock.advance(Duration::from_secs(20));
+    list_ok(&client, GCP_HOST, &access).await;
+    assert_eq!(accounts.requests().len(), 2);
+    assert_eq!(
+        reg.seen().last().unwrap(),
+        &("oauth2accesstoken".into(), "ya29.gsa-2".into())
+    );
+}
+
+#[tokio::test]
+async fn object_level_gcp_on_gke_uses_the_cluster_pool_and_direct_access() {
+    let md = MockServer::start().await;
+    for (p, v) in [
+        ("/computeMetadata/v1/project/project-id", "proj"),
+        (
+            "/computeMetadata/v1/instance/attributes/cluster-location",
+            "europe-west1",
+        ),
+        (
+            "/computeMetadata/v1/instance/attributes/cluster-name",
+            "prod",
+        ),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(p))
+            .and(header("metadata-flavor", "Google"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("metadata-flavor", "Google")
+                    .set_body_string(v),
+            )
+            .mount(&md)
+            .await;
+    }
+    let sts_audience = "identitynamespace:proj.svc.id.goog:https://container.googleapis.com/v1/projects/proj/locations/europe-west1/clusters/prod";
+    let google = gcp_sts_and_iam(sts_audience, GSA, 3600).await;
+    let accounts = FakeAccounts::default().with("apps/puller", &[]);
+    let (reg, registry) =
+        TokenRegistry::allowing(&[("oauth2accesstoken", "federated-token")]).await;
+    let ctx = gate_on(
+        context_of(&[
+            ("GCE_METADATA_HOST", md.address().to_string()),
+            ("CLOUDSDK_API_ENDPOINT_OVERRIDES_STS", google.uri()),
+        ]),
+        None,
+    );
+    let access = sa_access("gcp", Some("puller"), &accounts, &ctx)
+        .await
+        .unwrap();
+    client_for(GCP_HOST, &registry)
+        .list_tags(&image(GCP_HOST), &access, LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        accounts.requests()[0].1,
+        vec!["proj.svc.id.goog".to_string()]
+    );
+    assert_eq!(
+        reg.seen(),
+        vec![("oauth2accesstoken".into(), "federated-token".into())]
+    );
+}
+
+#[tokio::test]
+async fn object_level_azure_exchanges_the_sa_token_for_the_annotated_client() {
+    let accounts = FakeAccounts::default().with(
+        "apps/puller",
+        &[
+            (AZURE_CLIENT_ID_ANNOTATION, "client-sa"),
+            (AZURE_TENANT_ID_ANNOTATION, "tenant-sa"),
+        ],
+    );
+    let aad = aad_server("tenant-sa", "client-sa", &[], "aad-sa-token").await;
+    let (reg, registry, issued) = acr_registry(&["aad-sa-token"], 3 * 3600).await;
+    let clock = TestClock::new();
+    let ctx = gated(&clock, &[("AZURE_AUTHORITY_HOST", aad.uri())]);
+    let access = sa_access("azure", Some("puller"), &accounts, &ctx)
+        .await
+        .unwrap();
+    let client = client_for(ACR_HOST, &registry);
+    list_ok(&client, ACR_HOST, &access).await;
+    let reqs = accounts.requests();
+    assert_eq!(reqs[0].1, vec!["api://AzureADTokenExchange".to_string()]);
+    let body = String::from_utf8(aad.received_requests().await.unwrap()[0].body.clone()).unwrap();
+    assert!(
+        body.contains(&format!("client_assertion={}", reqs[0].2)),
+        "{body}"
+    );
+    let first = issued.lock().unwrap()[0].clone();
+    assert_eq!(reg.seen(), vec![(ACR_USER.to_string(), first)]);
+    // The exchange names the annotated tenant.
+    let exchange = registry
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == "/oauth2/exchange")
+        .unwrap();
+    assert!(
+        String::from_utf8(exchange.body)
+            .unwrap()
+            .contains("tenant=tenant-sa")
+    );
+
+    clock.advance(Duration::from_secs(3 * 3600));
+    list_ok(&client, ACR_HOST, &access).await;
+    assert_eq!(accounts.requests().len(), 2);
+    assert_eq!(issued.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn object_level_gate_default_account_and_failures_are_clear() {
+    let accounts = FakeAccounts::default()
+        .with("apps/bare", &[])
+        .with("apps/azure-half", &[(AZURE_CLIENT_ID_ANNOTATION, "c")])
+        .with("apps/lockdown", &[(AWS_ROLE_ARN_ANNOTATION, ROLE)]);
+    // Gate off: Stalled with upstream's message, and no token is requested.
+    let err = sa_access("aws", Some("puller"), &accounts, &AuthContext::default())
+        .await
+        .unwrap_err();
+    assert!(err.is_stalling());
+    assert_eq!(
+        err.to_string(),
+        "to use spec.serviceAccountName for provider authentication please enable the ObjectLevelWorkloadIdentity feature gate in the controller"
+    );
+    // A source that cannot read service accounts is a clear error, not the controller's identity.
     let spec = AccessSpec {
         namespace: "apps".into(),
         provider: Some("aws".into()),
         service_account_name: Some("puller".into()),
         ..Default::default()
     };
-    let err = resolve_access_with(&spec, &NoSecrets, &AuthContext::default())
-        .await
-        .unwrap_err();
-    assert!(err.is_stalling());
+    let err = resolve_access_with(
+        &spec,
+        &NoSecrets::default(),
+        &gate_on(AuthContext::default(), None),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("needs the Kubernetes API"),
+        "{err}"
+    );
+
+    let registry = TokenRegistry::default().start().await;
+    let ctx = gate_on(
+        context_of(&[("AWS_EC2_METADATA_DISABLED", "true".into())]),
+        Some("lockdown"),
+    );
+    let client = client_for(ECR_HOST, &registry);
+    let msg = |provider: &'static str, sa: Option<&'static str>, host: &'static str| {
+        let (accounts, ctx, client) = (accounts.clone(), ctx.clone(), client_for(host, &registry));
+        async move {
+            let access = sa_access(provider, sa, &accounts, &ctx).await.unwrap();
+            list_err(&client, &image(host), &access).await
+        }
+    };
     assert_eq!(
-        err.to_string(),
-        "provider 'aws': object-level workload identity (spec.serviceAccountName 'apps/puller') is not supported yet; remove spec.serviceAccountName to use the controller's own identity"
+        msg("aws", Some("ghost"), ECR_HOST).await,
+        "provider 'aws': service account 'apps/ghost' not found"
+    );
+    assert_eq!(
+        msg("aws", Some("bare"), ECR_HOST).await,
+        "provider 'aws': service account 'apps/bare': annotation 'eks.amazonaws.com/role-arn' is not set: set it to the ARN of the IAM role to assume"
+    );
+    assert_eq!(
+        msg("azure", Some("azure-half"), ACR_HOST).await,
+        "provider 'azure': service account 'apps/azure-half': annotation 'azure.workload.identity/tenant-id' is not set: set it to the Entra ID tenant ID"
+    );
+    // No token was requested for any of them.
+    assert!(accounts.requests().is_empty());
+
+    // The default service account applies to objects without one (lockdown), and must exist.
+    let access = sa_access("aws", None, &accounts, &ctx).await.unwrap();
+    assert_eq!(
+        access.provider.unwrap().identity,
+        Identity::ServiceAccount {
+            namespace: "apps".into(),
+            name: "lockdown".into()
+        }
+    );
+    let lockdown = gate_on(context_of(&[]), Some("missing"));
+    let access = sa_access("aws", None, &accounts, &lockdown).await.unwrap();
+    assert_eq!(
+        list_err(&client, &image(ECR_HOST), &access).await,
+        "provider 'aws': failed to get service account 'apps/missing': the specified default service account does not exist in the object namespace. your cluster is subject to multi-tenant workload identity lockdown, reach out to your cluster administrator for help"
     );
 }
 
 #[tokio::test]
 async fn cache_is_per_context_and_provider() {
     // Two contexts (two controllers, or a test and another) never share credentials.
-    let md = MockServer::start().await;
-    let issued = Arc::new(Mutex::new(0));
-    Mock::given(method("GET"))
-        .respond_with(Metadata {
-            issued: issued.clone(),
-            ttl: 3600,
-        })
-        .mount(&md)
-        .await;
+    let (md, issued) = metadata_server(3600).await;
     let (_, registry) = TokenRegistry::allowing(&[
         ("oauth2accesstoken", "ya29.gcp-1"),
         ("oauth2accesstoken", "ya29.gcp-2"),
@@ -1179,24 +1661,13 @@ async fn credential_helper_refused_bounded_and_validated() {
 
 #[tokio::test]
 async fn refused_provider_credential_is_not_reused() {
-    let md = MockServer::start().await;
-    let issued = Arc::new(Mutex::new(0));
-    Mock::given(method("GET"))
-        .respond_with(Metadata {
-            issued: issued.clone(),
-            ttl: 3600,
-        })
-        .mount(&md)
-        .await;
+    let (md, issued) = metadata_server(3600).await;
     let reg = TokenRegistry::default();
     // The first token was revoked: only the second is accepted.
     reg.allow("oauth2accesstoken", "ya29.gcp-2");
     let registry = reg.start().await;
     let client = client_for(GCP_HOST, &registry);
-    let ctx = AuthContext::new(
-        env(&[("GCE_METADATA_HOST", md.address().to_string())]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[("GCE_METADATA_HOST", md.address().to_string())]);
     let access = provider_access("gcp", &ctx).await;
     let err = client
         .list_tags(&image(GCP_HOST), &access, LONG)
@@ -1204,10 +1675,7 @@ async fn refused_provider_credential_is_not_reused() {
         .unwrap_err();
     assert!(err.is_unauthorized(), "{err}");
     assert_no_secret(&err.to_string(), &["ya29.gcp-1"]);
-    client
-        .list_tags(&image(GCP_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, GCP_HOST, &access).await;
     assert_eq!(*issued.lock().unwrap(), 2);
 }
 
@@ -1238,15 +1706,7 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let sts = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(sts_xml(
-            "ASIALOG",
-            "log-secret-key",
-            "log-session-token",
-        )))
-        .mount(&sts)
-        .await;
+    let sts = sts_server("ASIALOG", "log-secret-key", "log-session-token", &[]).await;
     let (ecr, _) = ecr_api(
         "ecr",
         PRIVATE_TARGET,
@@ -1257,24 +1717,18 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     )
     .await;
     let (_, registry) = TokenRegistry::allowing(&[("AWS", "ecr-1")]).await;
-    let ctx = AuthContext::new(
-        env(&[
-            (
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                token_file(dir.path(), "t", "log-sa-jwt"),
-            ),
-            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".into()),
-            ("AWS_ENDPOINT_URL_STS", sts.uri()),
-            ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
-        ]),
-        CredentialHelpers::default(),
-    );
+    let ctx = context_of(&[
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file(dir.path(), "t", "log-sa-jwt"),
+        ),
+        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".into()),
+        ("AWS_ENDPOINT_URL_STS", sts.uri()),
+        ("AWS_ENDPOINT_URL_ECR", ecr.uri()),
+    ]);
     let access = provider_access("aws", &ctx).await;
     let client = client_for(ECR_HOST, &registry);
-    client
-        .list_tags(&image(ECR_HOST), &access, LONG)
-        .await
-        .unwrap();
+    list_ok(&client, ECR_HOST, &access).await;
 
     // A credential helper run too.
     let hdir = helpers_dir();

@@ -9,7 +9,8 @@ use base64::Engine as _;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Call, CloudError, CloudProvider, Issued, endpoint, json};
+use super::workload::{AccountConfig, AccountToken};
+use super::{Call, CloudError, CloudProvider, Issued, endpoint, json, rfc3339};
 use crate::keychain::Credential;
 
 /// Private ECR host pattern: reflector spec §1.7's, anchored and with a 12-digit account. Upstream's
@@ -86,14 +87,16 @@ impl std::fmt::Debug for AwsCredentials {
     }
 }
 
-/// The registry credential for an ECR or ECR Public host.
+/// The registry credential for an ECR or ECR Public host, with the controller's identity or, given
+/// `account`, the role of that service account.
 pub(crate) async fn registry_credential(
     call: &Call<'_>,
     registry: &str,
+    account: Option<&AccountToken>,
 ) -> Result<Issued, CloudError> {
     let env = call.context.env();
     if registry == PUBLIC_ECR_HOST {
-        let creds = credentials(call, PUBLIC_ECR_REGION, "amazonaws.com").await?;
+        let creds = identity_credentials(call, account, PUBLIC_ECR_REGION, "amazonaws.com").await?;
         let url = env
             .get("AWS_ENDPOINT_URL_ECR_PUBLIC")
             .map(endpoint)
@@ -124,7 +127,7 @@ pub(crate) async fn registry_credential(
         registry: registry.to_string(),
         pattern: ECR_PATTERN,
     })?;
-    let creds = credentials(call, &host.region, &host.domain).await?;
+    let creds = identity_credentials(call, account, &host.region, &host.domain).await?;
     let url = env
         .get("AWS_ENDPOINT_URL_ECR")
         .map(endpoint)
@@ -285,6 +288,28 @@ pub(crate) fn sign(
         .collect())
 }
 
+/// Credentials of the service account's role (STS in the registry's region, as upstream) or, without
+/// `account`, the controller's.
+async fn identity_credentials(
+    call: &Call<'_>,
+    account: Option<&AccountToken>,
+    region: &str,
+    domain: &str,
+) -> Result<AwsCredentials, CloudError> {
+    let Some(account) = account else {
+        return credentials(call, region, domain).await;
+    };
+    let AccountConfig::Aws { role_arn } = &account.config else {
+        return Err(call.identity("the service account settings are not AWS's"));
+    };
+    // Upstream's session name; STS allows at most 64 characters.
+    let session: String = format!("{}.{}.{region}.fluxcd.io", account.name, account.namespace)
+        .chars()
+        .take(64)
+        .collect();
+    assume_role(call, &account.token, role_arn, &session, region, domain).await
+}
+
 /// The controller's AWS credentials, in the SDK's order: environment keys, web identity (IRSA), container
 /// credentials (EKS Pod Identity), then IMDSv2.
 pub(crate) async fn credentials(
@@ -328,7 +353,7 @@ pub(crate) async fn credentials(
     imds(call).await
 }
 
-/// STS `AssumeRoleWithWebIdentity` with the projected service-account token (unsigned, query API).
+/// IRSA: STS `AssumeRoleWithWebIdentity` with the projected service-account token file.
 async fn web_identity(
     call: &Call<'_>,
     file: &str,
@@ -336,22 +361,37 @@ async fn web_identity(
     region: &str,
     domain: &str,
 ) -> Result<AwsCredentials, CloudError> {
-    const STEP: &str = "STS AssumeRoleWithWebIdentity";
-    let env = call.context.env();
     let token = call.read_token_file("AWS_WEB_IDENTITY_TOKEN_FILE", file)?;
-    let url = env
+    let session = call
+        .context
+        .env()
+        .get("AWS_ROLE_SESSION_NAME")
+        .unwrap_or(DEFAULT_SESSION_NAME);
+    assume_role(call, &token, role, session, region, domain).await
+}
+
+/// STS `AssumeRoleWithWebIdentity` with a service-account token (unsigned, query API).
+async fn assume_role(
+    call: &Call<'_>,
+    token: &str,
+    role: &str,
+    session: &str,
+    region: &str,
+    domain: &str,
+) -> Result<AwsCredentials, CloudError> {
+    const STEP: &str = "STS AssumeRoleWithWebIdentity";
+    let url = call
+        .context
+        .env()
         .get("AWS_ENDPOINT_URL_STS")
         .map(endpoint)
         .unwrap_or_else(|| format!("https://sts.{region}.{domain}/"));
-    let session = env
-        .get("AWS_ROLE_SESSION_NAME")
-        .unwrap_or(DEFAULT_SESSION_NAME);
     let form = [
         ("Action", "AssumeRoleWithWebIdentity"),
         ("Version", "2011-06-15"),
         ("RoleArn", role),
         ("RoleSessionName", session),
-        ("WebIdentityToken", token.as_str()),
+        ("WebIdentityToken", token),
     ];
     let req = call.http.post(&url).form(&form);
     let (_, body) = call.send(STEP, "POST", &url, req).await?;
@@ -491,13 +531,6 @@ async fn imds(call: &Call<'_>) -> Result<AwsCredentials, CloudError> {
         .header("x-aws-ec2-metadata-token", token.trim());
     let (_, body) = call.send(STEP, "GET", &creds_url, req).await?;
     from_json(&body).map_err(|r| call.invalid(STEP, "GET", &creds_url, r))
-}
-
-/// An RFC 3339 timestamp (`2026-11-22T20:00:00Z`, fractions and offsets allowed).
-fn rfc3339(s: &str) -> Result<SystemTime, String> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("invalid timestamp '{s}': {e}"))?;
-    Ok(SystemTime::from(t))
 }
 
 #[cfg(test)]

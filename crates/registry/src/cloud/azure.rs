@@ -9,6 +9,7 @@ use base64::Engine as _;
 use regex::Regex;
 use serde::Deserialize;
 
+use super::workload::{AccountConfig, AccountToken};
 use super::{AuthContext, Call, CloudError, CloudProvider, Issued, json};
 use crate::keychain::Credential;
 use crate::reference::ImageRef;
@@ -68,14 +69,17 @@ struct ExchangeResponse {
     refresh_token: String,
 }
 
-/// The ACR credential for `image`'s registry.
+/// The ACR credential for `image`'s registry, with the controller's identity or, given `account`,
+/// the federated identity of that service account.
 pub(crate) async fn registry_credential(
     call: &Call<'_>,
     image: &ImageRef,
+    account: Option<&AccountToken>,
 ) -> Result<Issued, CloudError> {
     const STEP: &str = "ACR token exchange";
     let registry = image.registry();
-    let (aad, aad_expiry) = aad_token(call, resource(registry)).await?;
+    let federated = federated_identity(call, account)?;
+    let (aad, aad_expiry) = aad_token(call, resource(registry), federated.as_ref()).await?;
     let scheme = if image.insecure() { "http" } else { "https" };
     let url = format!("{scheme}://{registry}/oauth2/exchange");
     let mut form = vec![
@@ -83,7 +87,10 @@ pub(crate) async fn registry_credential(
         ("service", registry),
         ("access_token", aad.as_str()),
     ];
-    let tenant = call.context.env().get("AZURE_TENANT_ID");
+    let tenant = match &federated {
+        Some(f) => Some(f.tenant),
+        None => call.context.env().get("AZURE_TENANT_ID"),
+    };
     if let Some(t) = tenant {
         form.push(("tenant", t));
     }
@@ -105,16 +112,62 @@ pub(crate) async fn registry_credential(
     })
 }
 
-/// An AAD access token for `resource`: federated workload identity when its three variables are set,
-/// otherwise the instance's managed identity through IMDS.
-async fn aad_token(call: &Call<'_>, resource: &str) -> Result<(String, SystemTime), CloudError> {
+/// A federated identity: a service-account token (the client assertion) and the application it
+/// stands for.
+struct Federated<'a> {
+    assertion: String,
+    client: &'a str,
+    tenant: &'a str,
+}
+
+/// The service account's federated identity, else the controller's when its three variables are set.
+fn federated_identity<'a>(
+    call: &'a Call<'_>,
+    account: Option<&'a AccountToken>,
+) -> Result<Option<Federated<'a>>, CloudError> {
+    if let Some(a) = account {
+        let AccountConfig::Azure {
+            tenant_id,
+            client_id,
+        } = &a.config
+        else {
+            return Err(call.identity("the service account settings are not Azure's"));
+        };
+        return Ok(Some(Federated {
+            assertion: a.token.clone(),
+            client: client_id,
+            tenant: tenant_id,
+        }));
+    }
     let env = call.context.env();
-    let (step, method, url, req) = if let (Some(file), Some(client), Some(tenant)) = (
+    let (Some(file), Some(client), Some(tenant)) = (
         env.get("AZURE_FEDERATED_TOKEN_FILE"),
         env.get("AZURE_CLIENT_ID"),
         env.get("AZURE_TENANT_ID"),
-    ) {
-        let assertion = call.read_token_file("AZURE_FEDERATED_TOKEN_FILE", file)?;
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Federated {
+        assertion: call.read_token_file("AZURE_FEDERATED_TOKEN_FILE", file)?,
+        client,
+        tenant,
+    }))
+}
+
+/// An AAD access token for `resource`: the federated identity's client-assertion exchange, otherwise
+/// the instance's managed identity through IMDS.
+async fn aad_token(
+    call: &Call<'_>,
+    resource: &str,
+    federated: Option<&Federated<'_>>,
+) -> Result<(String, SystemTime), CloudError> {
+    let env = call.context.env();
+    let (step, method, url, req) = if let Some(Federated {
+        assertion,
+        client,
+        tenant,
+    }) = federated
+    {
         let authority = env.get("AZURE_AUTHORITY_HOST").unwrap_or(DEFAULT_AUTHORITY);
         let url = format!(
             "{}/{tenant}/oauth2/v2.0/token",
@@ -123,7 +176,7 @@ async fn aad_token(call: &Call<'_>, resource: &str) -> Result<(String, SystemTim
         let scope = format!("{resource}.default");
         let form = [
             ("grant_type", "client_credentials"),
-            ("client_id", client),
+            ("client_id", *client),
             ("scope", scope.as_str()),
             (
                 "client_assertion_type",
@@ -189,7 +242,13 @@ impl AuthContext {
             context: self,
             provider: CloudProvider::Azure,
         };
-        aad_token(&call, scope.strip_suffix(".default").unwrap_or(scope)).await
+        let federated = federated_identity(&call, None)?;
+        aad_token(
+            &call,
+            scope.strip_suffix(".default").unwrap_or(scope),
+            federated.as_ref(),
+        )
+        .await
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod aws;
 pub(crate) mod azure;
 pub(crate) mod gcp;
 pub(crate) mod helper;
+pub(crate) mod workload;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -24,6 +25,12 @@ use crate::keychain::Credential;
 use crate::reference::ImageRef;
 
 pub use helper::{CredentialHelpers, DEFAULT_HELPER_TIMEOUT};
+pub use workload::{
+    AWS_AUDIENCE, AWS_ROLE_ARN_ANNOTATION, AZURE_AUDIENCE, AZURE_CLIENT_ID_ANNOTATION,
+    AZURE_TENANT_ID_ANNOTATION, BoxFuture, DEFAULT_SERVICE_ACCOUNT_NOT_FOUND,
+    GCP_SERVICE_ACCOUNT_ANNOTATION, GCP_WORKLOAD_IDENTITY_PROVIDER_ANNOTATION, ObjectLevelIdentity,
+    ServiceAccounts,
+};
 
 /// A cloud credential provider named by `spec.provider`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +135,22 @@ pub enum CloudError {
 pub enum Identity {
     /// The controller's own identity (its pod's service account, node or instance).
     Controller,
+    /// A service account in the object's namespace (object-level workload identity).
+    ServiceAccount {
+        /// Namespace of the object and the service account.
+        namespace: String,
+        /// Service account name.
+        name: String,
+    },
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Controller => f.write_str("controller"),
+            Identity::ServiceAccount { namespace, name } => write!(f, "{namespace}/{name}"),
+        }
+    }
 }
 
 /// Environment variables read by the cloud providers, captured once. Values are never printed.
@@ -176,6 +199,9 @@ impl CloudEnv {
         "AZURE_TENANT_ID",
         "AZURE_AUTHORITY_HOST",
         "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        // GCP token exchange endpoints for object-level identity (gcloud's override names).
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_STS",
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
     ];
 
     /// Captures [`CloudEnv::VARS`] from the process environment.
@@ -217,6 +243,7 @@ struct ContextInner {
     helpers: CredentialHelpers,
     clock: Clock,
     limits: CacheLimits,
+    object_level: ObjectLevelIdentity,
     cache: Mutex<HashMap<CacheKey, Cached>>,
 }
 
@@ -238,8 +265,9 @@ impl Default for CacheLimits {
     }
 }
 
-/// Provider, identity and what the token is good for (registry host, or the whole provider).
-type CacheKey = (CloudProvider, Identity, String);
+/// Provider, identity, the identity's provider settings (service-account annotations, e.g. the role
+/// ARN; empty for the controller) and what the token is good for (registry host, or the whole provider).
+type CacheKey = (CloudProvider, Identity, String, String);
 
 #[derive(Clone)]
 struct Cached {
@@ -280,6 +308,26 @@ impl AuthContext {
                 helpers,
                 clock,
                 limits: CacheLimits::default(),
+                object_level: ObjectLevelIdentity::default(),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A copy of the settings with `change` applied and an empty cache (configure before first use).
+    fn reconfigured(
+        &self,
+        change: impl FnOnce(&mut CacheLimits, &mut ObjectLevelIdentity),
+    ) -> AuthContext {
+        let (mut limits, mut object_level) = (self.inner.limits, self.inner.object_level.clone());
+        change(&mut limits, &mut object_level);
+        AuthContext {
+            inner: Arc::new(ContextInner {
+                env: self.inner.env.clone(),
+                helpers: self.inner.helpers.clone(),
+                clock: self.inner.clock.clone(),
+                limits,
+                object_level,
                 cache: Mutex::new(HashMap::new()),
             }),
         }
@@ -287,15 +335,18 @@ impl AuthContext {
 
     /// The same context with other cache bounds and an empty cache (configure before first use).
     pub fn with_cache_limits(self, limits: CacheLimits) -> AuthContext {
-        AuthContext {
-            inner: Arc::new(ContextInner {
-                env: self.inner.env.clone(),
-                helpers: self.inner.helpers.clone(),
-                clock: self.inner.clock.clone(),
-                limits,
-                cache: Mutex::new(HashMap::new()),
-            }),
-        }
+        self.reconfigured(|l, _| *l = limits)
+    }
+
+    /// The same context with object-level workload identity settings (feature gate
+    /// `ObjectLevelWorkloadIdentity`, `--default-service-account`) and an empty cache.
+    pub fn with_object_level_identity(self, settings: ObjectLevelIdentity) -> AuthContext {
+        self.reconfigured(|_, o| *o = settings)
+    }
+
+    /// The object-level workload identity settings.
+    pub fn object_level_identity(&self) -> &ObjectLevelIdentity {
+        &self.inner.object_level
     }
 
     /// Makes `context` the one [`AuthContext::global`] returns; the controller calls this once at
@@ -388,6 +439,10 @@ pub struct ProviderAccess {
     /// Whose identity is used.
     pub identity: Identity,
     context: AuthContext,
+    /// The API server's service accounts, for [`Identity::ServiceAccount`].
+    accounts: Option<Arc<dyn ServiceAccounts>>,
+    /// Whether the service account is the operator's `--default-service-account` (lockdown).
+    default_account: bool,
 }
 
 impl fmt::Debug for ProviderAccess {
@@ -417,23 +472,49 @@ impl ProviderAccess {
             provider,
             identity: Identity::Controller,
             context,
+            accounts: None,
+            default_account: false,
+        }
+    }
+
+    /// Provider access with service account `namespace/name` (object-level workload identity), whose
+    /// tokens come from `accounts`; `default_account` when it is the operator's default.
+    pub fn for_service_account(
+        provider: CloudProvider,
+        context: AuthContext,
+        namespace: &str,
+        name: &str,
+        accounts: Arc<dyn ServiceAccounts>,
+        default_account: bool,
+    ) -> ProviderAccess {
+        ProviderAccess {
+            provider,
+            identity: Identity::ServiceAccount {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+            context,
+            accounts: Some(accounts),
+            default_account,
         }
     }
 
     /// Drops the cached credential for `image`'s registry (after the registry refused it).
     pub fn forget(&self, image: &ImageRef) {
-        if let Ok(key) = self.cache_key(image.registry()) {
-            lock(&self.context.inner.cache).remove(&key);
+        if let Ok(scope) = self.scope(image.registry()) {
+            lock(&self.context.inner.cache).retain(|(p, id, _, s), _| {
+                !(*p == self.provider && *id == self.identity && *s == scope)
+            });
         }
     }
 
-    fn cache_key(&self, registry: &str) -> Result<CacheKey, CloudError> {
-        let scope = match self.provider {
-            CloudProvider::Aws => aws::cache_scope(registry)?,
-            CloudProvider::Azure => azure::cache_scope(registry)?,
-            CloudProvider::Gcp => gcp::cache_scope(registry)?,
-        };
-        Ok((self.provider, self.identity.clone(), scope))
+    /// What a token is good for: one registry, one account and region, or the whole provider.
+    fn scope(&self, registry: &str) -> Result<String, CloudError> {
+        match self.provider {
+            CloudProvider::Aws => aws::cache_scope(registry),
+            CloudProvider::Azure => azure::cache_scope(registry),
+            CloudProvider::Gcp => gcp::cache_scope(registry),
+        }
     }
 
     /// The registry credential for `image`: cached, or fetched from the provider's endpoints.
@@ -444,7 +525,22 @@ impl ProviderAccess {
         deadline: Instant,
     ) -> Result<Credential, CloudError> {
         let registry = image.registry();
-        let key = self.cache_key(registry)?;
+        let scope = self.scope(registry)?;
+        let account = match &self.identity {
+            Identity::Controller => None,
+            Identity::ServiceAccount { namespace, name } => {
+                Some(self.account_config(namespace, name).await?)
+            }
+        };
+        let key = (
+            self.provider,
+            self.identity.clone(),
+            account
+                .as_ref()
+                .map(workload::AccountConfig::cache_part)
+                .unwrap_or_default(),
+            scope,
+        );
         if let Some(c) = self.context.cached(&key) {
             return Ok(c);
         }
@@ -454,13 +550,21 @@ impl ProviderAccess {
             context: &self.context,
             provider: self.provider,
         };
+        let token = match (account, &self.identity) {
+            (Some(config), Identity::ServiceAccount { namespace, name }) => {
+                Some(self.account_token(&call, namespace, name, config).await?)
+            }
+            _ => None,
+        };
+        let token = token.as_ref();
         let issued = match self.provider {
-            CloudProvider::Aws => aws::registry_credential(&call, registry).await?,
-            CloudProvider::Azure => azure::registry_credential(&call, image).await?,
-            CloudProvider::Gcp => gcp::registry_credential(&call).await?,
+            CloudProvider::Aws => aws::registry_credential(&call, registry, token).await?,
+            CloudProvider::Azure => azure::registry_credential(&call, image, token).await?,
+            CloudProvider::Gcp => gcp::registry_credential(&call, token).await?,
         };
         tracing::debug!(
             provider = %self.provider,
+            identity = %self.identity,
             registry,
             expires_in_s = issued
                 .expires_at
@@ -472,6 +576,73 @@ impl ProviderAccess {
         self.context
             .store(key, issued.credential.clone(), issued.expires_at);
         Ok(issued.credential)
+    }
+
+    /// The API server's service accounts (always set with [`Identity::ServiceAccount`]).
+    fn accounts(&self, sa: &str) -> Result<&dyn ServiceAccounts, CloudError> {
+        self.accounts
+            .as_deref()
+            .ok_or_else(|| CloudError::Identity {
+                provider: self.provider,
+                reason: format!("service account '{sa}': no Kubernetes client to read it"),
+            })
+    }
+
+    /// Reads the provider settings from the service account's annotations.
+    async fn account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<workload::AccountConfig, CloudError> {
+        let sa = format!("{namespace}/{name}");
+        let identity = |reason: String| CloudError::Identity {
+            provider: self.provider,
+            reason,
+        };
+        let annotations = self
+            .accounts(&sa)?
+            .annotations(namespace, name)
+            .await
+            .map_err(|e| identity(format!("failed to get service account '{sa}': {e}")))?;
+        let Some(annotations) = annotations else {
+            return Err(identity(if self.default_account {
+                format!("failed to get service account '{sa}': {DEFAULT_SERVICE_ACCOUNT_NOT_FOUND}")
+            } else {
+                format!("service account '{sa}' not found")
+            }));
+        };
+        workload::AccountConfig::from_annotations(self.provider, &sa, &annotations)
+    }
+
+    /// A token of the service account for the provider's audience, from the API server.
+    async fn account_token(
+        &self,
+        call: &Call<'_>,
+        namespace: &str,
+        name: &str,
+        config: workload::AccountConfig,
+    ) -> Result<workload::AccountToken, CloudError> {
+        let sa = format!("{namespace}/{name}");
+        let (audience, exchange_audience) = match &config {
+            workload::AccountConfig::Aws { .. } => (AWS_AUDIENCE.to_string(), String::new()),
+            workload::AccountConfig::Azure { .. } => (AZURE_AUDIENCE.to_string(), String::new()),
+            workload::AccountConfig::Gcp { wip_audience, .. } => {
+                gcp::audiences(call, wip_audience.as_deref()).await?
+            }
+        };
+        let audiences = [audience];
+        let token = self
+            .accounts(&sa)?
+            .create_token(namespace, name, &audiences)
+            .await
+            .map_err(|e| workload::token_request_error(self.provider, &sa, e))?;
+        Ok(workload::AccountToken {
+            token,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            config,
+            exchange_audience,
+        })
     }
 }
 
@@ -596,6 +767,13 @@ pub(crate) fn endpoint(raw: &str) -> String {
     url::Url::parse(raw.trim()).map_or_else(|_| raw.to_string(), |u| u.to_string())
 }
 
+/// An RFC 3339 timestamp (`2026-11-22T20:00:00Z`, fractions and offsets allowed).
+pub(crate) fn rfc3339(s: &str) -> Result<SystemTime, String> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("invalid timestamp '{s}': {e}"))?;
+    Ok(SystemTime::from(t))
+}
+
 /// Parses a JSON body into `T`, or explains why not (without echoing the body: it may hold tokens).
 pub(crate) fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON response: {e}"))
@@ -662,7 +840,12 @@ mod tests {
             CredentialHelpers::default(),
             Arc::new(move || *lock(&n2)),
         );
-        let key = (CloudProvider::Gcp, Identity::Controller, "x".to_string());
+        let key = (
+            CloudProvider::Gcp,
+            Identity::Controller,
+            String::new(),
+            "x".to_string(),
+        );
         ctx.store(
             key.clone(),
             Credential::RegistryToken("t".into()),
@@ -685,7 +868,12 @@ mod tests {
         assert!(ctx.cached(&key).is_some());
         *lock(&now) = t0 + Duration::from_secs(3600);
         assert!(ctx.cached(&key).is_none());
-        let other = (CloudProvider::Aws, Identity::Controller, "y".to_string());
+        let other = (
+            CloudProvider::Aws,
+            Identity::Controller,
+            String::new(),
+            "y".to_string(),
+        );
         ctx.store(key.clone(), Credential::RegistryToken("t".into()), exp);
         ctx.store(other.clone(), Credential::RegistryToken("u".into()), exp);
         assert!(ctx.cached(&key).is_none());
