@@ -56,6 +56,16 @@ impl World {
 
     /// A world whose controller runs with extra environment variables.
     async fn with_env(prefix: &str, files: &[(&str, &str)], vars: &[(&str, &str)]) -> Result<Self> {
+        Self::with_flags(prefix, files, &[], vars).await
+    }
+
+    /// A world whose controller runs with extra flags and environment variables.
+    async fn with_flags(
+        prefix: &str,
+        files: &[(&str, &str)],
+        flags: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Result<Self> {
         let client = admin_client().await?;
         let ns = create_namespace(&client, prefix).await?;
         let shard = unique_name(prefix)?;
@@ -77,7 +87,11 @@ impl World {
             "--max-retry-delay=5s".to_owned(),
             "--log-level=debug".to_owned(),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .chain(flags.iter().copied())
+            .collect();
         let controller = Process::start_with_env(
             &controller_binary("image-automation-controller")?,
             &args,
@@ -1273,5 +1287,156 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
         !seen.contains(&accepted),
         "AAD token in status, events or logs"
     );
+    Ok(())
+}
+
+/// GitRepository `provider: azure` with `serviceAccountName` (gate on): the real API server issues the
+/// token of the automation's ServiceAccount for Entra ID's audience; the simulated AAD endpoint accepts
+/// it only as the client assertion of the annotated client and tenant, and issues the bearer token the
+/// test environment's Git server accepts. A missing ServiceAccount or annotation is a clear condition.
+#[tokio::test]
+async fn azure_provider_pushes_as_the_automations_service_account() -> Result<()> {
+    use axum::extract::{Form, Path as UrlPath, State};
+    use axum::http::StatusCode;
+    use base64::Engine as _;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    /// The expected subject, then what the endpoint was sent (tenant and form).
+    type Seen = Arc<Mutex<(String, Vec<(String, BTreeMap<String, String>)>)>>;
+    fn claims(jwt: &str) -> Value {
+        let payload = jwt.split('.').nth(1).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+    async fn token(
+        State((accepted, seen)): State<(String, Seen)>,
+        UrlPath(tenant): UrlPath<String>,
+        Form(form): Form<BTreeMap<String, String>>,
+    ) -> (StatusCode, String) {
+        let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+        let claims = claims(field("client_assertion"));
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = tenant == "sa-tenant"
+            && field("client_id") == "sa-client"
+            && field("scope") == "499b84ac-1321-427f-aa17-267ca6975798/.default"
+            && field("client_assertion_type")
+                == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            && claims["aud"] == json!(["api://AzureADTokenExchange"])
+            && claims["sub"] == seen.0.as_str();
+        seen.1.push((tenant, form));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"invalid_client"}"#.into(),
+            );
+        }
+        (
+            StatusCode::OK,
+            json!({"access_token": accepted, "expires_in": 3600, "token_type": "Bearer"})
+                .to_string(),
+        )
+    }
+    let env = testenv::env();
+    let accepted = env.git_bearer_token()?.to_owned();
+    let seen = Seen::default();
+    let router = axum::Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(token))
+        .with_state((accepted.clone(), seen.clone()));
+    let aad = serve(router).await?;
+    // No controller identity: only the ServiceAccount's federated identity can get a token.
+    let w = World::with_flags(
+        "iua-azsa",
+        &guide_files(),
+        &["--feature-gates=ObjectLevelWorkloadIdentity=true"],
+        &[("AZURE_AUTHORITY_HOST", aad.as_str())],
+    )
+    .await?;
+    seen.lock().unwrap_or_else(|p| p.into_inner()).0 =
+        format!("system:serviceaccount:{}:pusher", w.ns);
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    for (name, annotations) in [
+        (
+            "pusher",
+            json!({"azure.workload.identity/client-id": "sa-client",
+                   "azure.workload.identity/tenant-id": "sa-tenant"}),
+        ),
+        (
+            "bare",
+            json!({"azure.workload.identity/tenant-id": "sa-tenant"}),
+        ),
+    ] {
+        let sa = serde_json::from_value(
+            json!({"metadata": {"name": name, "annotations": annotations}}),
+        )?;
+        accounts.create(&PostParams::default(), &sa).await?;
+    }
+    let seed = w.head("main")?;
+    for (repo, sa) in [("devops", "pusher"), ("nosa", "missing"), ("bare", "bare")] {
+        w.create_git_repository(
+            repo,
+            GitTransport::HttpBearer,
+            json!({"provider": "azure", "serviceAccountName": sa}),
+        )
+        .await?;
+    }
+    w.policy("podinfo", PODINFO, "5.0.3").await?;
+    w.automation("devops", json!({"sourceRef": {"name": "devops"}}))
+        .await?;
+    w.wait_for_commit("main", &seed).await?;
+    ensure!(
+        w.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &w.ns),
+        "unexpected update"
+    );
+    w.wait_for_condition("devops", "Ready", "True", "Succeeded")
+        .await?;
+    let assertions: Vec<String> = {
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        ensure!(!seen.1.is_empty(), "the AAD endpoint was not asked");
+        seen.1
+            .iter()
+            .map(|(_, f)| f.get("client_assertion").cloned().unwrap_or_default())
+            .collect()
+    };
+
+    for (name, expected) in [
+        (
+            "nosa",
+            format!("service account '{}/missing' not found", w.ns),
+        ),
+        (
+            "bare",
+            format!(
+                "service account '{}/bare': annotation 'azure.workload.identity/client-id' is not set",
+                w.ns
+            ),
+        ),
+    ] {
+        w.automation(name, json!({"sourceRef": {"name": name}}))
+            .await?;
+        let cond = w
+            .wait_for_condition(name, "Ready", "False", "SourceManagerFailed")
+            .await?;
+        let message = cond["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains(&expected) && message.contains("provider 'azure'"),
+            "unclear condition: {message}"
+        );
+    }
+    let visible = w.visible(&["devops", "nosa", "bare"]).await?;
+    ensure!(
+        !visible.contains(&accepted),
+        "AAD token in status, events or logs"
+    );
+    for a in &assertions {
+        ensure!(
+            a.is_empty() || !visible.contains(a.as_str()),
+            "ServiceAccount token in status, events or logs"
+        );
+    }
     Ok(())
 }

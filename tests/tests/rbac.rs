@@ -76,6 +76,9 @@ const AUTOMATION: &[Check] = &[
         true,
     ),
     ("get", "", "secrets", "@other", true),
+    // Object-level workload identity for Git provider azure.
+    ("get", "", "serviceaccounts", "@other", true),
+    ("create", "", "serviceaccounts/token", "@other", true),
     ("create", "", "events", "@other", true),
     ("create", COORD, "leases", "@home", true),
     ("update", COORD, "leases", "@home", true),

@@ -39,6 +39,7 @@ pub async fn controllers(
 ) -> anyhow::Result<()> {
     let (ctx, shutdown) = (started.ctx, started.shutdown);
     let gates = flags.validate()?;
+    install_cloud_auth(&flags, gates.enabled(OBJECT_LEVEL_WORKLOAD_IDENTITY));
     let cache = GitCache::new(
         &flags.git_cache_path,
         flags.git_cache_max_size,
@@ -83,6 +84,27 @@ pub async fn controllers(
     };
     reconcile::run(automations, ctx, Arc::new(reconciler), shutdown).await;
     Ok(())
+}
+
+/// Installs the registry's process-wide cloud context for the Git providers (Azure): token cache
+/// bounds and object-level workload identity from the flags. Once per process: a later leadership
+/// term keeps the installed one (same flags).
+fn install_cloud_auth(flags: &AutomationFlags, object_level_identity: bool) {
+    let limits = registry::CacheLimits {
+        max_entries: usize::try_from(flags.common.token_cache_max_size).unwrap_or(0),
+        max_duration: Some(flags.common.token_cache_max_duration),
+    };
+    let object_level = registry::ObjectLevelIdentity {
+        enabled: object_level_identity,
+        default_service_account: Some(flags.common.default_service_account.clone())
+            .filter(|s| !s.is_empty()),
+    };
+    let context = registry::AuthContext::new(registry::CloudEnv::from_env(), Default::default())
+        .with_cache_limits(limits)
+        .with_object_level_identity(object_level);
+    if registry::AuthContext::install_global(context).is_err() {
+        tracing::debug!("cloud credential context already installed");
+    }
 }
 
 /// Whether `automation` may select a policy labelled `labels`: its selector matches them (an

@@ -1,7 +1,10 @@
 //! Git provider credentials for GitRepository `spec.provider` (`automation.md` §2.4): `github`, a
-//! GitHub App installation token (user `x-access-token`); `azure`, an AAD token of the controller's
-//! Azure identity for Azure DevOps (bearer), obtained with the registry crate's Azure code. Tokens are
-//! fetched when the source is resolved and cached, per identity, until shortly before they expire.
+//! GitHub App installation token (user `x-access-token`); `azure`, an AAD token for Azure DevOps
+//! (bearer) of the controller's Azure identity or, with `spec.serviceAccountName` (else
+//! `--default-service-account`) and the `ObjectLevelWorkloadIdentity` gate, of that service account
+//! in the ImageUpdateAutomation's namespace: the registry crate's object-level workload identity
+//! (TokenRequest, AAD client-assertion exchange) and its token cache. Tokens are fetched when the
+//! source is resolved and cached, per identity, until shortly before they expire.
 //! They replace the Secret's `username`/`password`/`bearerToken`; its TLS options still apply to Git.
 //!
 //! Endpoints: the GitHub API is the Secret's `githubAppBaseURL`, else `$GITHUB_API_URL`, else
@@ -13,6 +16,8 @@ pub(crate) mod github;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
+
+use registry::{CloudProvider, ProviderAccess, ServiceAccounts};
 
 use api::git_repository::GitRepository;
 use api::image_update_automation::INVALID_SOURCE_CONFIGURATION_REASON;
@@ -80,6 +85,16 @@ struct Cached {
     refresh_at: SystemTime,
 }
 
+/// Object-level workload identity inputs of one resolution.
+pub struct ObjectIdentity<'a> {
+    /// Feature gate `ObjectLevelWorkloadIdentity`.
+    pub enabled: bool,
+    /// The ImageUpdateAutomation's namespace: where the service account is looked up.
+    pub namespace: &'a str,
+    /// The API server's service accounts (`None` without one, e.g. `run-once`).
+    pub accounts: Option<Arc<dyn ServiceAccounts>>,
+}
+
 /// Provider authentication of the process: endpoints, Azure context, clock and the token cache.
 pub struct Providers {
     azure: registry::AuthContext,
@@ -117,16 +132,18 @@ impl Providers {
     }
 
     /// The credential `repo`'s `spec.provider` calls for, `None` for `generic`. `secret` is the data
-    /// of its `secretRef` (empty without one), `proxy` its proxy, `object_level_identity` the feature
-    /// gate `ObjectLevelWorkloadIdentity`. Misconfiguration stalls (Flux's messages); a failed token
+    /// of its `secretRef` (empty without one), `proxy` its proxy, `object` the object-level workload
+    /// identity inputs (the Azure identity is the context's default service account only when both
+    /// the gate and the context enable it). Misconfiguration stalls (Flux's messages); a failed token
     /// request is a retried `SourceManagerFailed` naming the GitRepository, the provider and the cause.
     pub async fn credential(
         &self,
         repo: &GitRepository,
         secret: &BTreeMap<String, Vec<u8>>,
         proxy: Option<&git::ProxyOptions>,
-        object_level_identity: bool,
+        object: ObjectIdentity<'_>,
     ) -> Result<Option<ProviderCredential>, Failure> {
+        let object_level_identity = object.enabled;
         let ns = repo.namespace().unwrap_or_default();
         let spec = &repo.spec;
         let secret_name = spec
@@ -193,31 +210,33 @@ impl Providers {
                 ))
             }
             "azure" => {
-                if let Some(sa) = &spec.service_account_name {
-                    return Err(failed(format!(
-                        "object-level workload identity (spec.serviceAccountName '{sa}') is not supported for Git yet: remove it to use the controller's identity"
-                    )));
-                }
-                let key = format!("azure\0controller\0{AZURE_DEVOPS_SCOPE}");
-                if let Some(c) = self.cached(&key) {
-                    return Ok(Some(c));
-                }
-                let http = http_client(None, proxy).map_err(&failed)?;
-                let (token, expires_at) = self
-                    .azure
-                    .azure_access_token(&http, AZURE_DEVOPS_SCOPE, Instant::now() + REQUEST_TIMEOUT)
-                    .await
-                    .map_err(|e| {
-                        // The message already names the provider.
-                        let m = e.to_string();
-                        failed(m.strip_prefix("provider 'azure': ").unwrap_or(&m).to_string())
-                    })?;
-                let credential = ProviderCredential {
-                    kind: Kind::Bearer(token),
-                    identity: format!("azure:controller:{AZURE_DEVOPS_SCOPE}"),
+                // The message already names the provider.
+                let failed = |m: String| {
+                    failed(m.strip_prefix("provider 'azure': ").unwrap_or(&m).to_string())
                 };
-                self.obtained(provider, repo, key, &credential, expires_at);
-                Ok(Some(credential))
+                let access = if object_level_identity {
+                    registry::object_provider_access(
+                        CloudProvider::Azure,
+                        &self.azure,
+                        object.namespace,
+                        spec.service_account_name.as_deref(),
+                        || object.accounts,
+                    )
+                    .map_err(|e| failed(e.to_string()))?
+                } else {
+                    ProviderAccess::new(CloudProvider::Azure, self.azure.clone())
+                };
+                let http = http_client(None, proxy).map_err(&failed)?;
+                // Cached by the registry's context, per identity (namespace, service account,
+                // tenant, client) and scope.
+                let token = access
+                    .access_token(&http, AZURE_DEVOPS_SCOPE, Instant::now() + REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                Ok(Some(ProviderCredential {
+                    kind: Kind::Bearer(token),
+                    identity: format!("azure:{}:{AZURE_DEVOPS_SCOPE}", access.identity),
+                }))
             }
             "aws" => Err(failed(
                 "AWS CodeCommit authentication is not supported by this controller: use provider 'generic' with a credentials Secret".into(),
@@ -283,7 +302,12 @@ impl Providers {
 
     /// Drops `credential` from the cache (after a Git server refused it), so the next run fetches anew.
     pub fn forget(&self, credential: &ProviderCredential) {
-        lock(&self.cache).retain(|_, c| c.credential != *credential);
+        match &credential.kind {
+            Kind::Bearer(token) => self
+                .azure
+                .forget(&registry::Credential::RegistryToken(token.clone())),
+            Kind::Basic { .. } => lock(&self.cache).retain(|_, c| c.credential != *credential),
+        }
     }
 }
 
@@ -313,10 +337,10 @@ pub async fn credential(
     repo: &GitRepository,
     secret: &BTreeMap<String, Vec<u8>>,
     proxy: Option<&git::ProxyOptions>,
-    object_level_identity: bool,
+    object: ObjectIdentity<'_>,
 ) -> Result<Option<ProviderCredential>, Failure> {
     Providers::global()
-        .credential(repo, secret, proxy, object_level_identity)
+        .credential(repo, secret, proxy, object)
         .await
 }
 

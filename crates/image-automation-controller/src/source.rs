@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::git_repository::{GitCheckout, GitRepository, GitRepositoryRef};
@@ -185,6 +186,11 @@ pub trait SourceObjects: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<Secret>, String>> + Send;
+
+    /// Service accounts for object-level workload identity; `None` where there is no API server.
+    fn service_accounts(&self) -> Option<Arc<dyn registry::ServiceAccounts>> {
+        None
+    }
 }
 
 /// [`SourceObjects`] read from the API server (never cached).
@@ -203,6 +209,13 @@ impl SourceObjects for KubeObjects<'_> {
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String> {
         let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
         api.get_opt(name).await.map_err(|e| e.to_string())
+    }
+
+    fn service_accounts(&self) -> Option<Arc<dyn registry::ServiceAccounts>> {
+        // The reflector's TokenRequest client: one implementation for both controllers.
+        Some(Arc::new(
+            image_reflector_controller::repository::ApiSecrets::new(self.0.clone()),
+        ))
     }
 }
 
@@ -324,7 +337,11 @@ pub async fn resolve(
         &repo,
         &auth,
         proxy.as_ref(),
-        opts.object_level_workload_identity,
+        crate::provider::ObjectIdentity {
+            enabled: opts.object_level_workload_identity,
+            namespace: &ns,
+            accounts: objects.service_accounts(),
+        },
     )
     .await?;
     let timeout = spec.timeout().map_err(|e| {

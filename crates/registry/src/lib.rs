@@ -29,7 +29,7 @@ mod reference;
 pub use client::{Client, ClientConfig, MANIFEST_ACCEPT, RequestObserver};
 pub use cloud::{
     AuthContext, CacheLimits, CloudEnv, CloudError, CloudProvider, CredentialHelpers,
-    ObjectLevelIdentity, ServiceAccounts,
+    ObjectLevelIdentity, ProviderAccess, ServiceAccounts,
 };
 pub use error::RegistryError;
 pub use keychain::{
@@ -38,6 +38,6 @@ pub use keychain::{
 };
 pub use options::{
     Access, AccessError, AccessSpec, OptionsError, ProxyOptions, SecretSource, SourceError,
-    TlsOptions, TransportOptions, resolve_access, resolve_access_with,
+    TlsOptions, TransportOptions, object_provider_access, resolve_access, resolve_access_with,
 };
 pub use reference::{DEFAULT_REGISTRY, ImageRef, ReferenceError, Scheme, validate_tag};

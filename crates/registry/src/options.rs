@@ -432,9 +432,27 @@ fn provider_access(
     context: &AuthContext,
     cloud: CloudProvider,
 ) -> Result<ProviderAccess, OptionsError> {
-    let ns = spec.namespace.as_str();
+    object_provider_access(
+        cloud,
+        context,
+        &spec.namespace,
+        non_empty(&spec.service_account_name),
+        || source.service_accounts(),
+    )
+}
+
+/// The identity an object in `namespace` uses with `cloud`: its `service_account_name`, else the
+/// context's `--default-service-account` (gate on), read through `accounts`; else the controller's.
+/// Shared by ImageRepositories and the Git providers of the automation controller.
+pub fn object_provider_access(
+    cloud: CloudProvider,
+    context: &AuthContext,
+    namespace: &str,
+    service_account_name: Option<&str>,
+    accounts: impl FnOnce() -> Option<Arc<dyn ServiceAccounts>>,
+) -> Result<ProviderAccess, OptionsError> {
     let settings = context.object_level_identity();
-    let explicit = non_empty(&spec.service_account_name);
+    let explicit = service_account_name.filter(|s| !s.is_empty());
     let default = settings
         .default_service_account
         .as_deref()
@@ -442,23 +460,21 @@ fn provider_access(
     let Some(sa) = explicit.or(default) else {
         return Ok(ProviderAccess::new(cloud, context.clone()));
     };
-    let service_account = format!("{ns}/{sa}");
+    let service_account = format!("{namespace}/{sa}");
     if !settings.enabled {
         return Err(OptionsError::ObjectLevelIdentityDisabled {
             provider: cloud.to_string(),
             service_account,
         });
     }
-    let accounts = source
-        .service_accounts()
-        .ok_or_else(|| OptionsError::NoServiceAccounts {
-            provider: cloud.to_string(),
-            service_account,
-        })?;
+    let accounts = accounts().ok_or_else(|| OptionsError::NoServiceAccounts {
+        provider: cloud.to_string(),
+        service_account,
+    })?;
     Ok(ProviderAccess::for_service_account(
         cloud,
         context.clone(),
-        ns,
+        namespace,
         sa,
         accounts,
         explicit.is_none(),

@@ -4,6 +4,7 @@
 use super::*;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use api::image_update_automation::SOURCE_MANAGER_FAILED_REASON;
@@ -270,7 +271,7 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     } = GitHubCase::new().await;
     let secret = app_secret(&api);
     let first = p
-        .credential(&r, &secret, None, false)
+        .credential(&r, &secret, None, gate(false))
         .await
         .unwrap()
         .unwrap();
@@ -279,7 +280,7 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     // Cached while valid.
     clock.advance(Duration::from_secs(3600 - 5 * 60 - 1));
     let again = p
-        .credential(&r, &secret, None, false)
+        .credential(&r, &secret, None, gate(false))
         .await
         .unwrap()
         .unwrap();
@@ -288,7 +289,7 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     // Refreshed five minutes before expiry.
     clock.advance(Duration::from_secs(1));
     let refreshed = p
-        .credential(&r, &secret, None, false)
+        .credential(&r, &secret, None, gate(false))
         .await
         .unwrap()
         .unwrap();
@@ -300,7 +301,7 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     // A credential a Git server refused is forgotten: the next run asks the API again.
     p.forget(&refreshed);
     let renewed = p
-        .credential(&r, &secret, None, false)
+        .credential(&r, &secret, None, gate(false))
         .await
         .unwrap()
         .unwrap();
@@ -310,14 +311,20 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     // Another installation is another token; a key that is not the app's never gets the cached one.
     let mut other = secret.clone();
     other.insert(github::KEY_INSTALLATION_ID.into(), b"78".to_vec());
-    let e = p.credential(&r, &other, None, false).await.unwrap_err();
+    let e = p
+        .credential(&r, &other, None, gate(false))
+        .await
+        .unwrap_err();
     assert!(e.message().contains("404 Not Found"), "{e}");
     let mut wrong_key = secret.clone();
     wrong_key.insert(
         github::KEY_PRIVATE_KEY.into(),
         OTHER_KEY.as_bytes().to_vec(),
     );
-    let e = p.credential(&r, &wrong_key, None, false).await.unwrap_err();
+    let e = p
+        .credential(&r, &wrong_key, None, gate(false))
+        .await
+        .unwrap_err();
     assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
     assert!(e.message().contains("401 Unauthorized"), "{e}");
     assert!(e.message().contains("bad signature"), "{e}");
@@ -328,13 +335,16 @@ async fn github_app_token_fetched_cached_refreshed_and_isolated() {
     by_owner.remove(github::KEY_INSTALLATION_ID);
     by_owner.insert(github::KEY_INSTALLATION_OWNER.into(), b"octocat".to_vec());
     let c = p
-        .credential(&r, &by_owner, None, false)
+        .credential(&r, &by_owner, None, gate(false))
         .await
         .unwrap()
         .unwrap();
     assert!(password(&c).starts_with("ghs_sim91x"));
     by_owner.insert(github::KEY_INSTALLATION_OWNER.into(), b"nobody".to_vec());
-    let e = p.credential(&r, &by_owner, None, false).await.unwrap_err();
+    let e = p
+        .credential(&r, &by_owner, None, gate(false))
+        .await
+        .unwrap_err();
     assert!(
         e.message().contains(&format!(
             "no installation of app {APP_ID} found for owner 'nobody': as organization: finding installation: GET {api}/orgs/nobody/installation: 404 Not Found"
@@ -356,7 +366,7 @@ async fn github_failures_name_the_repository_provider_and_cause() {
 
     *lock(&sim.fail) = Some((StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials"}"#));
     let e = p
-        .credential(&r, &app_secret(&api), None, false)
+        .credential(&r, &app_secret(&api), None, gate(false))
         .await
         .unwrap_err();
     assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
@@ -369,14 +379,14 @@ async fn github_failures_name_the_repository_provider_and_cause() {
     // A failure is not cached: the next run asks again.
     *lock(&sim.fail) = None;
     assert!(
-        p.credential(&r, &app_secret(&api), None, false)
+        p.credential(&r, &app_secret(&api), None, gate(false))
             .await
             .is_ok()
     );
 
     // Unreachable API.
     let e = p
-        .credential(&r, &app_secret("http://127.0.0.1:9"), None, false)
+        .credential(&r, &app_secret("http://127.0.0.1:9"), None, gate(false))
         .await
         .unwrap_err();
     assert!(
@@ -390,7 +400,7 @@ async fn github_failures_name_the_repository_provider_and_cause() {
     // Bad key: named, never quoted.
     let mut bad = app_secret(&api);
     bad.insert(github::KEY_PRIVATE_KEY.into(), b"-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n-----END RSA PRIVATE KEY-----\n".to_vec());
-    let e = p.credential(&r, &bad, None, false).await.unwrap_err();
+    let e = p.credential(&r, &bad, None, gate(false)).await.unwrap_err();
     assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
     assert!(
         e.message()
@@ -426,14 +436,24 @@ async fn github_token_requests_use_the_proxy() {
         .unwrap()
     };
     let e = p
-        .credential(&r, &app_secret(&api), Some(&proxy(&user, "wrong")), false)
+        .credential(
+            &r,
+            &app_secret(&api),
+            Some(&proxy(&user, "wrong")),
+            gate(false),
+        )
         .await
         .unwrap_err();
     // tinyproxy answers a plain-HTTP request with bad proxy credentials with its own 401 page.
     assert!(e.message().contains("401 Unauthorized: <?xml"), "{e}");
     assert_eq!(sim.requests.load(Ordering::SeqCst), 0);
     let c = p
-        .credential(&r, &app_secret(&api), Some(&proxy(&user, &pass)), false)
+        .credential(
+            &r,
+            &app_secret(&api),
+            Some(&proxy(&user, &pass)),
+            gate(false),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -499,7 +519,10 @@ async fn provider_configuration_errors_follow_flux() {
         ),
     ];
     for (r, secret, reason, message) in cases {
-        let e = p.credential(&r, &secret, None, false).await.unwrap_err();
+        let e = p
+            .credential(&r, &secret, None, gate(false))
+            .await
+            .unwrap_err();
         assert_eq!((e.reason(), e.message()), (reason, message));
         let stalled = matches!(e, Failure::Stalled { .. });
         assert_eq!(stalled, reason != SOURCE_MANAGER_FAILED_REASON, "{e:?}");
@@ -511,7 +534,7 @@ async fn provider_configuration_errors_follow_flux() {
                 &repo(provider, Some("s"), None),
                 &data(&[("username", "u")]),
                 None,
-                false,
+                gate(false),
             )
             .await
             .unwrap();
@@ -594,18 +617,18 @@ async fn azure_devops_token_from_workload_identity_or_imds_cached_and_refreshed(
     let p = providers(&clock, &azure_env(dir.path(), &aad));
     let r = repo(Some("azure"), None, None);
     let c = p
-        .credential(&r, &BTreeMap::new(), None, false)
+        .credential(&r, &BTreeMap::new(), None, gate(false))
         .await
         .unwrap()
         .unwrap();
     assert!(c.kind == Kind::Bearer("aad-token-1".into()));
     assert_secret_free(&format!("{c:?}"));
-    p.credential(&r, &BTreeMap::new(), None, false)
+    p.credential(&r, &BTreeMap::new(), None, gate(false))
         .await
         .unwrap();
     assert_eq!(requests.load(Ordering::SeqCst), 1);
     clock.advance(Duration::from_secs(3600 - 5 * 60));
-    p.credential(&r, &BTreeMap::new(), None, false)
+    p.credential(&r, &BTreeMap::new(), None, gate(false))
         .await
         .unwrap();
     assert_eq!(requests.load(Ordering::SeqCst), 2);
@@ -616,7 +639,7 @@ async fn azure_devops_token_from_workload_identity_or_imds_cached_and_refreshed(
         &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", aad.clone())],
     );
     let c = p
-        .credential(&r, &BTreeMap::new(), None, false)
+        .credential(&r, &BTreeMap::new(), None, gate(false))
         .await
         .unwrap()
         .unwrap();
@@ -627,7 +650,7 @@ async fn azure_devops_token_from_workload_identity_or_imds_cached_and_refreshed(
     env[1].1 = "client-2".into();
     let p = providers(&clock, &env);
     let e = p
-        .credential(&r, &BTreeMap::new(), None, false)
+        .credential(&r, &BTreeMap::new(), None, gate(false))
         .await
         .unwrap_err();
     assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
@@ -638,17 +661,222 @@ async fn azure_devops_token_from_workload_identity_or_imds_cached_and_refreshed(
         "{e}"
     );
     assert_secret_free(e.message());
-    // Object-level identity (gate on) is refused clearly rather than silently using the controller's.
+}
+
+/// Object-level identity inputs: the gate, the automation's namespace, no API server.
+fn gate(enabled: bool) -> ObjectIdentity<'static> {
+    ObjectIdentity {
+        enabled,
+        namespace: "apps",
+        accounts: None,
+    }
+}
+
+/// In-memory service accounts: annotations by `namespace/name`; tokens only for Entra ID's audience.
+#[derive(Default)]
+struct Accounts {
+    annotations: BTreeMap<String, BTreeMap<String, String>>,
+    token_requests: Mutex<Vec<String>>,
+}
+
+impl ServiceAccounts for Accounts {
+    fn annotations<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> registry::cloud::BoxFuture<
+        'a,
+        Result<Option<BTreeMap<String, String>>, registry::SourceError>,
+    > {
+        let found = self
+            .annotations
+            .get(&format!("{namespace}/{name}"))
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn create_token<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        audiences: &'a [String],
+    ) -> registry::cloud::BoxFuture<'a, Result<String, registry::SourceError>> {
+        self.token_requests
+            .lock()
+            .unwrap()
+            .push(format!("{namespace}/{name}:{}", audiences.join(",")));
+        let token = if audiences == [registry::cloud::AZURE_AUDIENCE.to_string()] {
+            "federated-sa-token"
+        } else {
+            "wrong-audience"
+        };
+        Box::pin(async move { Ok(token.to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn azure_devops_token_of_the_automations_service_account() {
+    let clock = TestClock::new();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let aad = aad_sim("aad-token-sa".into(), requests.clone()).await;
+    // No controller identity: only the service accounts' federated identities can succeed.
+    let env = registry::CloudEnv::from_pairs([("AZURE_AUTHORITY_HOST".to_string(), aad.clone())]);
+    let context = |default: Option<&str>| {
+        registry::AuthContext::with_clock(
+            env.clone(),
+            registry::CredentialHelpers::default(),
+            clock.clock(),
+        )
+        .with_object_level_identity(registry::ObjectLevelIdentity {
+            enabled: true,
+            default_service_account: default.map(str::to_string),
+        })
+    };
+    let annotated = |client: &str| {
+        BTreeMap::from([
+            (
+                registry::cloud::AZURE_CLIENT_ID_ANNOTATION.to_string(),
+                client.to_string(),
+            ),
+            (
+                registry::cloud::AZURE_TENANT_ID_ANNOTATION.to_string(),
+                "tenant-1".to_string(),
+            ),
+        ])
+    };
+    let accounts = Arc::new(Accounts {
+        annotations: BTreeMap::from([
+            ("apps/pusher".to_string(), annotated("client-1")),
+            ("apps/other".to_string(), annotated("client-2")),
+            (
+                "apps/bare".to_string(),
+                BTreeMap::from([(
+                    registry::cloud::AZURE_TENANT_ID_ANNOTATION.to_string(),
+                    "tenant-1".to_string(),
+                )]),
+            ),
+            // Same name in the GitRepository's namespace: must not be used.
+            ("ns/pusher".to_string(), annotated("client-2")),
+        ]),
+        ..Accounts::default()
+    });
+    let object = |enabled| ObjectIdentity {
+        enabled,
+        namespace: "apps",
+        accounts: Some(accounts.clone() as Arc<dyn ServiceAccounts>),
+    };
+    let p = Providers::new(context(None), "http://127.0.0.1:9".into(), clock.clock());
+    let get = |sa: Option<&'static str>, enabled| {
+        let p = &p;
+        let object = object(enabled);
+        async move {
+            p.credential(
+                &repo(Some("azure"), None, sa),
+                &BTreeMap::new(),
+                None,
+                object,
+            )
+            .await
+        }
+    };
+
+    // The service account of the automation's namespace, its annotated client and tenant, Entra ID's
+    // audience: the AAD simulation accepts only that assertion.
+    let c = get(Some("pusher"), true).await.unwrap().unwrap();
+    assert!(c.kind == Kind::Bearer("aad-token-sa".into()));
+    assert_eq!(
+        c.identity,
+        format!("azure:apps/pusher:{AZURE_DEVOPS_SCOPE}")
+    );
+    assert_secret_free(&format!("{c:?}"));
+    assert_eq!(
+        *accounts.token_requests.lock().unwrap(),
+        ["apps/pusher:api://AzureADTokenExchange"]
+    );
+    // Cached per identity; refreshed before expiry.
+    get(Some("pusher"), true).await.unwrap();
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    clock.advance(Duration::from_secs(3600 - 5 * 60));
+    get(Some("pusher"), true).await.unwrap();
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    assert_eq!(accounts.token_requests.lock().unwrap().len(), 2);
+
+    // Another service account never gets pusher's cached token (its client is refused here).
+    let e = get(Some("other"), true).await.unwrap_err();
+    assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
+    assert!(e.message().contains("401 Unauthorized"), "{e}");
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+
+    // Missing service account, missing annotation: clear, secret-free, retried.
+    for (sa, expected) in [
+        (
+            "missing",
+            "GitRepository 'ns/repo' provider 'azure': service account 'apps/missing' not found",
+        ),
+        (
+            "bare",
+            "GitRepository 'ns/repo' provider 'azure': service account 'apps/bare': annotation 'azure.workload.identity/client-id' is not set: set it to the client ID of the federated identity",
+        ),
+    ] {
+        let e = get(Some(sa), true).await.unwrap_err();
+        assert_eq!(e.reason(), SOURCE_MANAGER_FAILED_REASON);
+        assert!(e.message().ends_with(expected), "{e}");
+        assert_secret_free(e.message());
+    }
+    // Gate off: stalled with Flux's message, nothing requested.
+    let e = get(Some("pusher"), false).await.unwrap_err();
+    assert_eq!(e.reason(), FEATURE_GATE_DISABLED_REASON);
+    // Without an API server (run-once) the service account cannot be read.
     let e = p
         .credential(
-            &repo(Some("azure"), None, Some("sa")),
+            &repo(Some("azure"), None, Some("pusher")),
             &BTreeMap::new(),
             None,
-            true,
+            gate(true),
         )
         .await
         .unwrap_err();
-    assert!(e.message().contains("spec.serviceAccountName 'sa'"), "{e}");
+    assert!(e.message().contains("needs the Kubernetes API"), "{e}");
+
+    // --default-service-account when the GitRepository names none.
+    let p = Providers::new(
+        context(Some("pusher")),
+        "http://127.0.0.1:9".into(),
+        clock.clock(),
+    );
+    let c = p
+        .credential(
+            &repo(Some("azure"), None, None),
+            &BTreeMap::new(),
+            None,
+            object(true),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.identity,
+        format!("azure:apps/pusher:{AZURE_DEVOPS_SCOPE}")
+    );
+    let p = Providers::new(
+        context(Some("absent")),
+        "http://127.0.0.1:9".into(),
+        clock.clock(),
+    );
+    let e = p
+        .credential(
+            &repo(Some("azure"), None, None),
+            &BTreeMap::new(),
+            None,
+            object(true),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains(registry::cloud::DEFAULT_SERVICE_ACCOUNT_NOT_FOUND),
+        "{e}"
+    );
 }
 
 // ---- Pushes to the real Git servers of the test environment. ----
@@ -779,7 +1007,7 @@ async fn github_app_token_pushes_over_https_and_a_refreshed_token_replaces_it() 
     let logs = global_logs();
 
     let resolve = |p: Arc<Providers>, r: GitRepository, secret: BTreeMap<String, Vec<u8>>| async move {
-        let provider = p.credential(&r, &secret, None, false).await?;
+        let provider = p.credential(&r, &secret, None, gate(false)).await?;
         Ok::<_, Failure>(Remote {
             url: r.spec.url.clone(),
             auth: secret,
@@ -889,7 +1117,7 @@ async fn azure_devops_token_pushes_with_bearer_auth() {
         .git_url(testenv::GitTransport::HttpBearer, &name)
         .unwrap();
     let provider = p
-        .credential(&r, &BTreeMap::new(), None, false)
+        .credential(&r, &BTreeMap::new(), None, gate(false))
         .await
         .unwrap();
     assert!(provider.is_some());

@@ -3,14 +3,14 @@
 //! null-GUID user.
 
 use std::sync::LazyLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use regex::Regex;
 use serde::Deserialize;
 
 use super::workload::{AccountConfig, AccountToken};
-use super::{AuthContext, Call, CloudError, CloudProvider, Issued, json};
+use super::{Call, CloudError, CloudProvider, Issued, json};
 use crate::keychain::Credential;
 use crate::reference::ImageRef;
 
@@ -226,30 +226,21 @@ fn imds_resource(resource: &str) -> &str {
     }
 }
 
-impl AuthContext {
-    /// An AAD access token of the controller's Azure identity (federated workload identity, else IMDS)
-    /// for `scope` (`<resource>/.default`, e.g. Azure DevOps' `499b84ac-1321-427f-aa17-267ca6975798/.default`),
-    /// with its expiry; fetched on every call (the caller caches). Endpoints as for ACR.
-    pub async fn azure_access_token(
-        &self,
-        http: &reqwest::Client,
-        scope: &str,
-        deadline: Instant,
-    ) -> Result<(String, SystemTime), CloudError> {
-        let call = Call {
-            http,
-            deadline,
-            context: self,
-            provider: CloudProvider::Azure,
-        };
-        let federated = federated_identity(&call, None)?;
-        aad_token(
-            &call,
-            scope.strip_suffix(".default").unwrap_or(scope),
-            federated.as_ref(),
-        )
-        .await
-    }
+/// An AAD access token for `scope` (`<resource>/.default`) of the service account's federated
+/// identity (`account`), else the controller's (federated workload identity, else IMDS), with its
+/// expiry. Endpoints as for ACR.
+pub(crate) async fn access_token(
+    call: &Call<'_>,
+    scope: &str,
+    account: Option<&AccountToken>,
+) -> Result<(String, SystemTime), CloudError> {
+    let federated = federated_identity(call, account)?;
+    aad_token(
+        call,
+        scope.strip_suffix(".default").unwrap_or(scope),
+        federated.as_ref(),
+    )
+    .await
 }
 
 /// The `exp` claim of a JWT, read without verification (only to schedule the refresh).

@@ -380,6 +380,11 @@ impl AuthContext {
         lock(&self.inner.cache).clear();
     }
 
+    /// Drops every cached entry holding `credential` (e.g. after a server refused it).
+    pub fn forget(&self, credential: &Credential) {
+        lock(&self.inner.cache).retain(|_, c| c.credential != *credential);
+    }
+
     fn cached(&self, key: &CacheKey) -> Option<Credential> {
         let now = self.now();
         lock(&self.inner.cache)
@@ -526,21 +531,7 @@ impl ProviderAccess {
     ) -> Result<Credential, CloudError> {
         let registry = image.registry();
         let scope = self.scope(registry)?;
-        let account = match &self.identity {
-            Identity::Controller => None,
-            Identity::ServiceAccount { namespace, name } => {
-                Some(self.account_config(namespace, name).await?)
-            }
-        };
-        let key = (
-            self.provider,
-            self.identity.clone(),
-            account
-                .as_ref()
-                .map(workload::AccountConfig::cache_part)
-                .unwrap_or_default(),
-            scope,
-        );
+        let (key, account) = self.cache_key(scope).await?;
         if let Some(c) = self.context.cached(&key) {
             return Ok(c);
         }
@@ -550,12 +541,7 @@ impl ProviderAccess {
             context: &self.context,
             provider: self.provider,
         };
-        let token = match (account, &self.identity) {
-            (Some(config), Identity::ServiceAccount { namespace, name }) => {
-                Some(self.account_token(&call, namespace, name, config).await?)
-            }
-            _ => None,
-        };
+        let token = self.federated_token(&call, account).await?;
         let token = token.as_ref();
         let issued = match self.provider {
             CloudProvider::Aws => aws::registry_credential(&call, registry, token).await?,
@@ -576,6 +562,88 @@ impl ProviderAccess {
         self.context
             .store(key, issued.credential.clone(), issued.expires_at);
         Ok(issued.credential)
+    }
+
+    /// An access token of this identity for `scope` (`<resource>/.default`, e.g. Azure DevOps'
+    /// `499b84ac-1321-427f-aa17-267ca6975798/.default`): the AAD client-assertion exchange of the
+    /// service account's or the controller's federated identity, else IMDS. Azure only. Cached in the
+    /// context, per identity (namespace, name, tenant, client) and scope, until shortly before expiry.
+    pub async fn access_token(
+        &self,
+        http: &reqwest::Client,
+        scope: &str,
+        deadline: Instant,
+    ) -> Result<String, CloudError> {
+        if self.provider != CloudProvider::Azure {
+            return Err(CloudError::Identity {
+                provider: self.provider,
+                reason: "access tokens for a scope are issued by provider 'azure' only".to_string(),
+            });
+        }
+        // Registry hosts never contain spaces: no clash with registry credentials.
+        let (key, account) = self.cache_key(format!("token {scope}")).await?;
+        if let Some(Credential::RegistryToken(t)) = self.context.cached(&key) {
+            return Ok(t);
+        }
+        let call = Call {
+            http,
+            deadline,
+            context: &self.context,
+            provider: self.provider,
+        };
+        let token = self.federated_token(&call, account).await?;
+        let (access, expires_at) = azure::access_token(&call, scope, token.as_ref()).await?;
+        tracing::debug!(
+            provider = %self.provider,
+            identity = %self.identity,
+            scope,
+            expires_in_s = expires_at
+                .duration_since(self.context.now())
+                .unwrap_or_default()
+                .as_secs(),
+            "obtained access token"
+        );
+        self.context
+            .store(key, Credential::RegistryToken(access.clone()), expires_at);
+        Ok(access)
+    }
+
+    /// The cache key for `scope` and, for a service account, its provider settings (read from the
+    /// API server on every call, so that changed annotations take effect at once).
+    async fn cache_key(
+        &self,
+        scope: String,
+    ) -> Result<(CacheKey, Option<workload::AccountConfig>), CloudError> {
+        let account = match &self.identity {
+            Identity::Controller => None,
+            Identity::ServiceAccount { namespace, name } => {
+                Some(self.account_config(namespace, name).await?)
+            }
+        };
+        let key = (
+            self.provider,
+            self.identity.clone(),
+            account
+                .as_ref()
+                .map(workload::AccountConfig::cache_part)
+                .unwrap_or_default(),
+            scope,
+        );
+        Ok((key, account))
+    }
+
+    /// The service account's token for the provider (`None` for the controller's identity).
+    async fn federated_token(
+        &self,
+        call: &Call<'_>,
+        account: Option<workload::AccountConfig>,
+    ) -> Result<Option<workload::AccountToken>, CloudError> {
+        match (account, &self.identity) {
+            (Some(config), Identity::ServiceAccount { namespace, name }) => Ok(Some(
+                self.account_token(call, namespace, name, config).await?,
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// The API server's service accounts (always set with [`Identity::ServiceAccount`]).
