@@ -13,10 +13,11 @@
 
 pub(crate) mod github;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use registry::cloud::{CacheLimits, TokenCache};
 use registry::{CloudProvider, ProviderAccess, ServiceAccounts};
 
 use api::git_repository::GitRepository;
@@ -32,11 +33,6 @@ pub const AZURE_DEVOPS_SCOPE: &str = "499b84ac-1321-427f-aa17-267ca6975798/.defa
 pub const GITHUB_API_URL_VAR: &str = "GITHUB_API_URL";
 /// Bound on one provider token request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest refresh margin: a credential is replaced this long before it expires, or a quarter of its
-/// lifetime before when that is shorter (the registry's rule).
-const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
-/// Most credentials kept.
-const MAX_ENTRIES: usize = 1024;
 
 /// The current time; replaceable so tests can move past token expiry without waiting.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
@@ -80,11 +76,6 @@ impl ProviderCredential {
     }
 }
 
-struct Cached {
-    credential: ProviderCredential,
-    refresh_at: SystemTime,
-}
-
 /// Object-level workload identity inputs of one resolution.
 pub struct ObjectIdentity<'a> {
     /// Feature gate `ObjectLevelWorkloadIdentity`.
@@ -100,7 +91,9 @@ pub struct Providers {
     azure: registry::AuthContext,
     github_api: String,
     clock: Clock,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// GitHub App tokens (Azure's live in the registry context's cache); the registry's cache type,
+    /// so every issued credential follows one refresh rule.
+    cache: TokenCache<String, ProviderCredential>,
 }
 
 impl Providers {
@@ -111,7 +104,7 @@ impl Providers {
             azure,
             github_api,
             clock,
-            cache: Mutex::new(HashMap::new()),
+            cache: TokenCache::new(CacheLimits::default()),
         }
     }
 
@@ -256,11 +249,7 @@ impl Providers {
     }
 
     fn cached(&self, key: &str) -> Option<ProviderCredential> {
-        let now = self.now();
-        lock(&self.cache)
-            .get(key)
-            .filter(|c| now < c.refresh_at)
-            .map(|c| c.credential.clone())
+        self.cache.get(&key.to_string(), self.now())
     }
 
     /// Logs (without the token) and caches a fresh credential until shortly before `expires_at`.
@@ -280,24 +269,7 @@ impl Providers {
             expires_in_s = lifetime.as_secs(),
             "obtained Git provider credentials"
         );
-        let refresh_at = expires_at
-            .checked_sub((lifetime / 4).min(MAX_REFRESH_MARGIN))
-            .unwrap_or(now);
-        let mut cache = lock(&self.cache);
-        // Bounded: when full, entries due for refresh go; if it is still full, this credential is not
-        // kept (the next run fetches it again) rather than evicting one in use.
-        if cache.len() >= MAX_ENTRIES {
-            cache.retain(|_, c| now < c.refresh_at);
-        }
-        if cache.len() < MAX_ENTRIES || cache.contains_key(&key) {
-            cache.insert(
-                key,
-                Cached {
-                    credential: credential.clone(),
-                    refresh_at,
-                },
-            );
-        }
+        self.cache.store(key, credential.clone(), expires_at, now);
     }
 
     /// Drops `credential` from the cache (after a Git server refused it), so the next run fetches anew.
@@ -306,7 +278,7 @@ impl Providers {
             Kind::Bearer(token) => self
                 .azure
                 .forget(&registry::Credential::RegistryToken(token.clone())),
-            Kind::Basic { .. } => lock(&self.cache).retain(|_, c| c.credential != *credential),
+            Kind::Basic { .. } => self.cache.retain(|_, c| c != credential),
         }
     }
 }
@@ -324,11 +296,6 @@ pub fn forget_if_refused(issued: Option<&ProviderCredential>, e: &git::GitError)
     {
         Providers::global().forget(issued);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Only a cache: a panic elsewhere leaves it usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The credential of `repo`'s provider, from the process-wide [`Providers`]: the one call

@@ -98,7 +98,7 @@ async fn sim_token(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), (StatusCode, String)> {
     sim.requests.fetch_add(1, Ordering::SeqCst);
-    if let Some((status, body)) = *lock(&sim.fail) {
+    if let Some((status, body)) = *sim.fail.lock().unwrap() {
         return Err((status, body.to_string()));
     }
     check_jwt(&sim, &headers)?;
@@ -106,10 +106,10 @@ async fn sim_token(
     if !known {
         return Err((StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#.into()));
     }
-    let n = lock(&sim.issued).len();
+    let n = sim.issued.lock().unwrap().len();
     let token = format!("ghs_sim{id}x{n}x{}", std::process::id());
     (sim.on_issue)(&token);
-    lock(&sim.issued).push((id, token.clone()));
+    sim.issued.lock().unwrap().push((id, token.clone()));
     let expires = time::OffsetDateTime::from(sim.clock.now() + sim.ttl)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
@@ -364,7 +364,8 @@ async fn github_failures_name_the_repository_provider_and_cause() {
     } = GitHubCase::new().await;
     let prefix = "failed configuring source manager: failed to configure authentication options: GitRepository 'ns/repo' provider 'github': ";
 
-    *lock(&sim.fail) = Some((StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials"}"#));
+    *sim.fail.lock().unwrap() =
+        Some((StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials"}"#));
     let e = p
         .credential(&r, &app_secret(&api), None, gate(false))
         .await
@@ -377,7 +378,7 @@ async fn github_failures_name_the_repository_provider_and_cause() {
         )
     );
     // A failure is not cached: the next run asks again.
-    *lock(&sim.fail) = None;
+    *sim.fail.lock().unwrap() = None;
     assert!(
         p.credential(&r, &app_secret(&api), None, gate(false))
             .await
@@ -974,7 +975,7 @@ struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(buf);
+        self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -1070,8 +1071,14 @@ async fn github_app_token_pushes_over_https_and_a_refreshed_token_replaces_it() 
         "{e}"
     );
 
-    let tokens: Vec<String> = lock(&sim.issued).iter().map(|(_, t)| t.clone()).collect();
-    let text = String::from_utf8_lossy(&lock(&logs.0)).into_owned();
+    let tokens: Vec<String> = sim
+        .issued
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(text.contains("obtained Git provider credentials"), "{text}");
     for t in &tokens {
         assert!(!text.contains(t.as_str()) && !e.message().contains(t.as_str()));
@@ -1153,7 +1160,7 @@ async fn azure_devops_token_pushes_with_bearer_auth() {
     .unwrap();
     assert!(remote_files(&bare).contains("pushed"));
     assert_eq!(requests.load(Ordering::SeqCst), 1);
-    let text = String::from_utf8_lossy(&lock(&logs.0)).into_owned();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
         !text.contains(env.git_bearer_token().unwrap()),
         "token logged"

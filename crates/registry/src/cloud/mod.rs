@@ -9,13 +9,14 @@
 
 pub(crate) mod aws;
 pub(crate) mod azure;
+pub mod cache;
 pub(crate) mod gcp;
 pub(crate) mod helper;
 pub(crate) mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
@@ -24,6 +25,7 @@ use crate::client::error_chain;
 use crate::keychain::Credential;
 use crate::reference::ImageRef;
 
+pub use cache::{CacheLimits, TokenCache};
 pub use helper::{CredentialHelpers, DEFAULT_HELPER_TIMEOUT};
 pub use workload::{
     AWS_AUDIENCE, AWS_ROLE_ARN_ANNOTATION, AZURE_AUDIENCE, AZURE_CLIENT_ID_ANNOTATION,
@@ -242,42 +244,13 @@ struct ContextInner {
     env: CloudEnv,
     helpers: CredentialHelpers,
     clock: Clock,
-    limits: CacheLimits,
     object_level: ObjectLevelIdentity,
-    cache: Mutex<HashMap<CacheKey, Cached>>,
-}
-
-/// Bounds of the token cache (`--token-cache-max-size`, `--token-cache-max-duration`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheLimits {
-    /// Most credentials kept; 0 disables caching.
-    pub max_entries: usize,
-    /// Longest time a credential is reused, whatever its own expiry; `None` for no bound.
-    pub max_duration: Option<Duration>,
-}
-
-impl Default for CacheLimits {
-    fn default() -> Self {
-        CacheLimits {
-            max_entries: 1024,
-            max_duration: None,
-        }
-    }
+    cache: TokenCache<CacheKey, Credential>,
 }
 
 /// Provider, identity, the identity's provider settings (service-account annotations, e.g. the role
 /// ARN; empty for the controller) and what the token is good for (registry host, or the whole provider).
 type CacheKey = (CloudProvider, Identity, String, String);
-
-#[derive(Clone)]
-struct Cached {
-    credential: Credential,
-    /// When the credential stops being used (expiry minus the refresh margin).
-    refresh_at: SystemTime,
-}
-
-/// Longest refresh margin: a credential is replaced this long before it expires...
-const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 impl fmt::Debug for AuthContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -307,9 +280,8 @@ impl AuthContext {
                 env,
                 helpers,
                 clock,
-                limits: CacheLimits::default(),
                 object_level: ObjectLevelIdentity::default(),
-                cache: Mutex::new(HashMap::new()),
+                cache: TokenCache::new(CacheLimits::default()),
             }),
         }
     }
@@ -319,16 +291,16 @@ impl AuthContext {
         &self,
         change: impl FnOnce(&mut CacheLimits, &mut ObjectLevelIdentity),
     ) -> AuthContext {
-        let (mut limits, mut object_level) = (self.inner.limits, self.inner.object_level.clone());
+        let (mut limits, mut object_level) =
+            (self.inner.cache.limits(), self.inner.object_level.clone());
         change(&mut limits, &mut object_level);
         AuthContext {
             inner: Arc::new(ContextInner {
                 env: self.inner.env.clone(),
                 helpers: self.inner.helpers.clone(),
                 clock: self.inner.clock.clone(),
-                limits,
                 object_level,
-                cache: Mutex::new(HashMap::new()),
+                cache: TokenCache::new(limits),
             }),
         }
     }
@@ -377,62 +349,23 @@ impl AuthContext {
 
     /// Drops every cached credential (e.g. after the registry refused one).
     pub fn clear_cache(&self) {
-        lock(&self.inner.cache).clear();
+        self.inner.cache.clear();
     }
 
     /// Drops every cached entry holding `credential` (e.g. after a server refused it).
     pub fn forget(&self, credential: &Credential) {
-        lock(&self.inner.cache).retain(|_, c| c.credential != *credential);
+        self.inner.cache.retain(|_, c| c != credential);
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Credential> {
-        let now = self.now();
-        lock(&self.inner.cache)
-            .get(key)
-            .filter(|c| now < c.refresh_at)
-            .map(|c| c.credential.clone())
+        self.inner.cache.get(key, self.now())
     }
 
     fn store(&self, key: CacheKey, credential: Credential, expires_at: SystemTime) {
-        let limits = self.inner.limits;
-        if limits.max_entries == 0 {
-            return;
-        }
-        let now = self.now();
-        let lifetime = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
-        // Refresh a quarter of the lifetime early, at most five minutes: a 12 h ECR token is replaced
-        // 5 min before expiry, a 60 s test token after 45 s.
-        let margin = (lifetime / 4).min(MAX_REFRESH_MARGIN);
-        let mut refresh_at = expires_at.checked_sub(margin).unwrap_or(now);
-        if let Some(max) = limits.max_duration {
-            refresh_at = refresh_at.min(now + max);
-        }
-        let mut cache = lock(&self.inner.cache);
-        if cache.len() >= limits.max_entries && !cache.contains_key(&key) {
-            cache.retain(|_, c| now < c.refresh_at);
-            // Still full: drop the entry due soonest.
-            if cache.len() >= limits.max_entries
-                && let Some(k) = cache
-                    .iter()
-                    .min_by_key(|(_, c)| c.refresh_at)
-                    .map(|(k, _)| k.clone())
-            {
-                cache.remove(&k);
-            }
-        }
-        cache.insert(
-            key,
-            Cached {
-                credential,
-                refresh_at,
-            },
-        );
+        self.inner
+            .cache
+            .store(key, credential, expires_at, self.now());
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The map holds only a cache; a panic elsewhere leaves it usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Lazy provider credentials of one object: resolved at request time, as upstream, so that failures
@@ -507,7 +440,7 @@ impl ProviderAccess {
     /// Drops the cached credential for `image`'s registry (after the registry refused it).
     pub fn forget(&self, image: &ImageRef) {
         if let Ok(scope) = self.scope(image.registry()) {
-            lock(&self.context.inner.cache).retain(|(p, id, _, s), _| {
+            self.context.inner.cache.retain(|(p, id, _, s), _| {
                 !(*p == self.provider && *id == self.identity && *s == scope)
             });
         }
@@ -882,6 +815,7 @@ pub fn host_map_from_env() -> Vec<(String, std::net::SocketAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn host_map() {
@@ -906,7 +840,7 @@ mod tests {
         let ctx = AuthContext::with_clock(
             CloudEnv::default(),
             CredentialHelpers::default(),
-            Arc::new(move || *lock(&n2)),
+            Arc::new(move || *n2.lock().unwrap()),
         );
         let key = (
             CloudProvider::Gcp,
@@ -919,9 +853,9 @@ mod tests {
             Credential::RegistryToken("t".into()),
             t0 + Duration::from_secs(12 * 3600),
         );
-        *lock(&now) = t0 + Duration::from_secs(12 * 3600 - 301);
+        *now.lock().unwrap() = t0 + Duration::from_secs(12 * 3600 - 301);
         assert!(ctx.cached(&key).is_some());
-        *lock(&now) = t0 + Duration::from_secs(12 * 3600 - 300);
+        *now.lock().unwrap() = t0 + Duration::from_secs(12 * 3600 - 300);
         assert!(ctx.cached(&key).is_none());
 
         // Bounded by --token-cache-max-duration and -max-size.
@@ -929,12 +863,12 @@ mod tests {
             max_entries: 1,
             max_duration: Some(Duration::from_secs(3600)),
         });
-        *lock(&now) = t0;
+        *now.lock().unwrap() = t0;
         let exp = t0 + Duration::from_secs(12 * 3600);
         ctx.store(key.clone(), Credential::RegistryToken("t".into()), exp);
-        *lock(&now) = t0 + Duration::from_secs(3599);
+        *now.lock().unwrap() = t0 + Duration::from_secs(3599);
         assert!(ctx.cached(&key).is_some());
-        *lock(&now) = t0 + Duration::from_secs(3600);
+        *now.lock().unwrap() = t0 + Duration::from_secs(3600);
         assert!(ctx.cached(&key).is_none());
         let other = (
             CloudProvider::Aws,
