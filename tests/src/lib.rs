@@ -266,6 +266,18 @@ pub fn private_state_dir(prefix: &str) -> Result<tempfile::TempDir> {
         .context("creating a private state dir")
 }
 
+/// The payload of a JWT, not verified (the API server signed it; a test reads what it says), or
+/// `null` when it is not one.
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

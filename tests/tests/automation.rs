@@ -111,6 +111,21 @@ impl World {
         Ok(world)
     }
 
+    /// Automation `name` on GitRepository `source` pushes the guide's update to podinfo 5.0.3 (a
+    /// commit after `seed`) and is Ready.
+    async fn updates_podinfo(&self, name: &str, source: &str, seed: &str) -> Result<()> {
+        self.automation(name, json!({"sourceRef": {"name": source}}))
+            .await?;
+        self.wait_for_commit("main", seed).await?;
+        ensure!(
+            self.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &self.ns),
+            "unexpected update"
+        );
+        self.wait_for_condition(name, "Ready", "True", "Succeeded")
+            .await?;
+        Ok(())
+    }
+
     fn api(&self, ar: &ApiResource) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.ns, ar)
     }
@@ -1178,15 +1193,7 @@ async fn github_app_provider_pushes_over_https() -> Result<()> {
     );
     ensure!(w.head("main")? == seed, "the failing automation pushed");
 
-    w.automation("app", json!({"sourceRef": {"name": "github-app"}}))
-        .await?;
-    w.wait_for_commit("main", &seed).await?;
-    ensure!(
-        w.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &w.ns),
-        "unexpected update"
-    );
-    w.wait_for_condition("app", "Ready", "True", "Succeeded")
-        .await?;
+    w.updates_podinfo("app", "github-app", &seed).await?;
     let issued = api
         .issued
         .lock()
@@ -1226,20 +1233,12 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
     ) -> (StatusCode, String) {
         requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-        if tenant != "e2e-tenant"
-            || field("client_id") != "e2e-client"
-            || field("scope") != "499b84ac-1321-427f-aa17-267ca6975798/.default"
-            || field("client_assertion") != "e2e-federated-token"
-        {
-            return (
-                StatusCode::UNAUTHORIZED,
-                r#"{"error":"invalid_client"}"#.into(),
-            );
-        }
-        (
-            StatusCode::OK,
-            json!({"access_token": accepted, "expires_in": 3600, "token_type": "Bearer"})
-                .to_string(),
+        aad_reply(
+            tenant == "e2e-tenant"
+                && field("client_id") == "e2e-client"
+                && field("scope") == "499b84ac-1321-427f-aa17-267ca6975798/.default"
+                && field("client_assertion") == "e2e-federated-token",
+            &accepted,
         )
     }
     let router = axum::Router::new()
@@ -1269,15 +1268,7 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
     )
     .await?;
     w.policy("podinfo", PODINFO, "5.0.3").await?;
-    w.automation("devops", json!({"sourceRef": {"name": "devops"}}))
-        .await?;
-    w.wait_for_commit("main", &seed).await?;
-    ensure!(
-        w.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &w.ns),
-        "unexpected update"
-    );
-    w.wait_for_condition("devops", "Ready", "True", "Succeeded")
-        .await?;
+    w.updates_podinfo("devops", "devops", &seed).await?;
     ensure!(
         requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
         "the AAD endpoint was not asked"
@@ -1290,6 +1281,21 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
     Ok(())
 }
 
+/// The simulated Entra ID token endpoint's answer: `token` for Azure DevOps when the request is
+/// `ok`, else `invalid_client`.
+fn aad_reply(ok: bool, token: &str) -> (axum::http::StatusCode, String) {
+    if !ok {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid_client"}"#.into(),
+        );
+    }
+    (
+        axum::http::StatusCode::OK,
+        json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}).to_string(),
+    )
+}
+
 /// GitRepository `provider: azure` with `serviceAccountName` (gate on): the real API server issues the
 /// token of the automation's ServiceAccount for Entra ID's audience; the simulated AAD endpoint accepts
 /// it only as the client assertion of the annotated client and tenant, and issues the bearer token the
@@ -1298,27 +1304,18 @@ async fn azure_provider_pushes_with_an_aad_token() -> Result<()> {
 async fn azure_provider_pushes_as_the_automations_service_account() -> Result<()> {
     use axum::extract::{Form, Path as UrlPath, State};
     use axum::http::StatusCode;
-    use base64::Engine as _;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 
     /// The expected subject, then what the endpoint was sent (tenant and form).
     type Seen = Arc<Mutex<(String, Vec<(String, BTreeMap<String, String>)>)>>;
-    fn claims(jwt: &str) -> Value {
-        let payload = jwt.split('.').nth(1).unwrap_or_default();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    }
     async fn token(
         State((accepted, seen)): State<(String, Seen)>,
         UrlPath(tenant): UrlPath<String>,
         Form(form): Form<BTreeMap<String, String>>,
     ) -> (StatusCode, String) {
         let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-        let claims = claims(field("client_assertion"));
+        let claims = e2e::jwt_claims(field("client_assertion"));
         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         let ok = tenant == "sa-tenant"
             && field("client_id") == "sa-client"
@@ -1328,17 +1325,7 @@ async fn azure_provider_pushes_as_the_automations_service_account() -> Result<()
             && claims["aud"] == json!(["api://AzureADTokenExchange"])
             && claims["sub"] == seen.0.as_str();
         seen.1.push((tenant, form));
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                r#"{"error":"invalid_client"}"#.into(),
-            );
-        }
-        (
-            StatusCode::OK,
-            json!({"access_token": accepted, "expires_in": 3600, "token_type": "Bearer"})
-                .to_string(),
-        )
+        aad_reply(ok, &accepted)
     }
     let env = testenv::env();
     let accepted = env.git_bearer_token()?.to_owned();
@@ -1385,15 +1372,7 @@ async fn azure_provider_pushes_as_the_automations_service_account() -> Result<()
         .await?;
     }
     w.policy("podinfo", PODINFO, "5.0.3").await?;
-    w.automation("devops", json!({"sourceRef": {"name": "devops"}}))
-        .await?;
-    w.wait_for_commit("main", &seed).await?;
-    ensure!(
-        w.file("main", DEPLOYMENT_PATH)? == localize(&with_tag("5.0.3"), &w.ns),
-        "unexpected update"
-    );
-    w.wait_for_condition("devops", "Ready", "True", "Succeeded")
-        .await?;
+    w.updates_podinfo("devops", "devops", &seed).await?;
     let assertions: Vec<String> = {
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
         ensure!(!seen.1.is_empty(), "the AAD endpoint was not asked");

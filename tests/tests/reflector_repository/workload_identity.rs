@@ -52,23 +52,13 @@ fn form(req: &Request) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The payload of a JWT (not verified: the API server signed it, the test reads what it says).
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null)
-}
-
 /// Records the claims of the token in form field `field` and the form (plus `extra` fields).
 fn record(log: &Log, req: &Request, field: &str, extra: &[(&str, String)]) {
     let mut form = form(req);
     let token = form.get(field).cloned().unwrap_or_default();
     form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
-        claims: claims(&token),
+        claims: e2e::jwt_claims(&token),
         form,
     });
 }

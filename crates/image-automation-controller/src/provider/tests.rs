@@ -840,39 +840,29 @@ async fn azure_devops_token_of_the_automations_service_account() {
     assert!(e.message().contains("needs the Kubernetes API"), "{e}");
 
     // --default-service-account when the GitRepository names none.
-    let p = Providers::new(
-        context(Some("pusher")),
-        "http://127.0.0.1:9".into(),
-        clock.clock(),
-    );
-    let c = p
-        .credential(
-            &repo(Some("azure"), None, None),
-            &BTreeMap::new(),
-            None,
-            object(true),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let with_default = |sa: &'static str| {
+        let p = Providers::new(
+            context(Some(sa)),
+            "http://127.0.0.1:9".into(),
+            clock.clock(),
+        );
+        let object = object(true);
+        async move {
+            p.credential(
+                &repo(Some("azure"), None, None),
+                &BTreeMap::new(),
+                None,
+                object,
+            )
+            .await
+        }
+    };
+    let c = with_default("pusher").await.unwrap().unwrap();
     assert_eq!(
         c.identity,
         format!("azure:apps/pusher:{AZURE_DEVOPS_SCOPE}")
     );
-    let p = Providers::new(
-        context(Some("absent")),
-        "http://127.0.0.1:9".into(),
-        clock.clock(),
-    );
-    let e = p
-        .credential(
-            &repo(Some("azure"), None, None),
-            &BTreeMap::new(),
-            None,
-            object(true),
-        )
-        .await
-        .unwrap_err();
+    let e = with_default("absent").await.unwrap_err();
     assert!(
         e.message()
             .contains(registry::cloud::DEFAULT_SERVICE_ACCOUNT_NOT_FOUND),

@@ -468,12 +468,7 @@ impl ProviderAccess {
         if let Some(c) = self.context.cached(&key) {
             return Ok(c);
         }
-        let call = Call {
-            http,
-            deadline,
-            context: &self.context,
-            provider: self.provider,
-        };
+        let call = self.call(http, deadline);
         let token = self.federated_token(&call, account).await?;
         let token = token.as_ref();
         let issued = match self.provider {
@@ -518,12 +513,7 @@ impl ProviderAccess {
         if let Some(Credential::RegistryToken(t)) = self.context.cached(&key) {
             return Ok(t);
         }
-        let call = Call {
-            http,
-            deadline,
-            context: &self.context,
-            provider: self.provider,
-        };
+        let call = self.call(http, deadline);
         let token = self.federated_token(&call, account).await?;
         let (access, expires_at) = azure::access_token(&call, scope, token.as_ref()).await?;
         tracing::debug!(
@@ -539,6 +529,16 @@ impl ProviderAccess {
         self.context
             .store(key, Credential::RegistryToken(access.clone()), expires_at);
         Ok(access)
+    }
+
+    /// A provider call of this access over `http`, within `deadline`.
+    fn call<'a>(&'a self, http: &'a reqwest::Client, deadline: Instant) -> Call<'a> {
+        Call {
+            http,
+            deadline,
+            context: &self.context,
+            provider: self.provider,
+        }
     }
 
     /// The cache key for `scope` and, for a service account, its provider settings (read from the
