@@ -21,7 +21,8 @@
 #   BENCH_RUNS=3 BENCH_TRANSPORTS=daemon hack/bench-git.sh
 #
 # Variables: BENCH_RUNS (10), BENCH_TRANSPORTS ("daemon ssh"), BENCH_COMMITS (20000), BENCH_FILES (5000),
-# BENCH_SIZE (2048), BENCH_PROFILE (release; dev only to try the script).
+# BENCH_SIZE (2048), BENCH_PROFILE (release; dev only to try the script), BENCH_BIN (a bench_cycle binary built
+# earlier, e.g. from another commit, to compare: skips the build).
 # Starts the test environment's services (`TESTENV_NO_KUBE=1 hack/testenv.sh up`) when it is not up, and stops
 # them at the end.
 set -euo pipefail
@@ -53,9 +54,13 @@ if [ ! -f "$TESTENV_DIR/env" ]; then
 fi
 set -a; . "$TESTENV_DIR/env"; set +a
 
-(cd "$ROOT" && cargo build --profile "$PROFILE" -q -p git --example bench_cycle)
-[ "$PROFILE" = dev ] && PROFILE=debug
-BIN="$TARGET/$PROFILE/examples/bench_cycle"
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$BENCH_BIN"
+else
+  (cd "$ROOT" && cargo build --profile "$PROFILE" -q -p git --example bench_cycle)
+  [ "$PROFILE" = dev ] && PROFILE=debug
+  BIN="$TARGET/$PROFILE/examples/bench_cycle"
+fi
 
 REPO="$ROOT/target/bench-git/repo-c$COMMITS-f$FILES-s$SIZE.git"
 if [ ! -d "$REPO" ]; then

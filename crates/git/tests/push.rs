@@ -25,11 +25,15 @@ fn temp_cache() -> (Cache, tempfile::TempDir) {
     (Cache::new(dir.path().into(), 0), dir)
 }
 
-/// A writer racing others: `main` of `remote` checked out in a cache of its own, with `file` set to `content`
-/// and committed (not pushed yet).
-fn racing_writer(remote: &RemoteSpec, file: &str, content: &str) -> (Checkout, tempfile::TempDir) {
+/// `main` of `remote` checked out in a cache of its own.
+fn fresh_checkout(remote: &RemoteSpec) -> (Checkout, tempfile::TempDir) {
     let (cache, dir) = temp_cache();
-    let mut co = checkout_main(&cache, remote).unwrap();
+    (checkout_main(&cache, remote).unwrap(), dir)
+}
+
+/// A writer racing others: a [`fresh_checkout`] with `file` set to `content` and committed (not pushed yet).
+fn racing_writer(remote: &RemoteSpec, file: &str, content: &str) -> (Checkout, tempfile::TempDir) {
+    let (mut co, dir) = fresh_checkout(remote);
     edit_commit(&mut co, file, content).unwrap().unwrap();
     (co, dir)
 }
@@ -111,8 +115,7 @@ fn concurrent_updaters_both_land() {
 fn several_commits_one_push() {
     let (name, bare) = seed("multi");
     let remote = remote(GitTransport::File, &name);
-    let (cache, _d) = temp_cache();
-    let mut co = checkout_main(&cache, &remote).unwrap();
+    let (mut co, _d) = fresh_checkout(&remote);
     let c1 = edit_commit(&mut co, "one", "1\n").unwrap().unwrap();
     let c2 = edit_commit(&mut co, "two", "2\n").unwrap().unwrap();
     assert_eq!(edit_commit(&mut co, "two", "2\n").unwrap(), None);
@@ -134,8 +137,7 @@ fn several_commits_one_push() {
 fn commit_stages_modified_added_and_deleted_files() {
     let (name, bare) = seed("stage");
     let remote = remote(GitTransport::File, &name);
-    let (cache, _d) = temp_cache();
-    let mut co = checkout_main(&cache, &remote).unwrap();
+    let (mut co, _d) = fresh_checkout(&remote);
     std::fs::write(co.workdir().join("deploy.yaml"), "image: app:2\n").unwrap();
     std::fs::create_dir_all(co.workdir().join("new")).unwrap();
     std::fs::write(co.workdir().join("new/file.txt"), "new\n").unwrap();
@@ -307,8 +309,7 @@ fn push_options_reach_the_server() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&hook, perms).unwrap();
     let remote = remote(GitTransport::Daemon, &name);
-    let (cache, _d) = temp_cache();
-    let mut co = checkout_main(&cache, &remote).unwrap();
+    let (mut co, _d) = fresh_checkout(&remote);
     edit_commit(&mut co, "deploy.yaml", "image: app:6\n")
         .unwrap()
         .unwrap();
