@@ -14,6 +14,9 @@
 //!
 //! Both engines do the same work. Cold: shallow clone, edit, commit, push. Warm: fetch, reset the worktree to
 //! the new head (untracked files removed), edit, commit, push.
+//!
+//! `BENCH_PHASES=1` prints the time of each phase of our cycle to stderr; `BENCH_CACHE_MAX_SIZE` sets the
+//! cache bound in bytes (default 1 GiB, the controller's `--git-cache-max-size` default).
 
 use std::collections::BTreeMap;
 use std::error::Error;
