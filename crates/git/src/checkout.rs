@@ -166,6 +166,20 @@ impl Checkout {
         self.repo
             .checkout_tree(c.as_object(), Some(&mut cb))
             .map_err(|e| GitError::local("checking out the worktree", &e))?;
+        // Record the commit's tree as the index's tree cache (stat data of the entries is kept): the next
+        // commit then rewrites only the directories that changed, instead of rebuilding every tree and
+        // reading the header of every blob to validate it.
+        let tree = c
+            .tree()
+            .map_err(|e| GitError::local("reading the checkout tree", &e))?;
+        let mut index = self
+            .repo
+            .index()
+            .map_err(|e| GitError::local("opening the index", &e))?;
+        index
+            .read_tree(&tree)
+            .and_then(|()| index.write())
+            .map_err(|e| GitError::local("writing the index", &e))?;
         match &self.branch {
             Some(b) => {
                 let name = format!("refs/heads/{b}");
@@ -257,18 +271,18 @@ impl Checkout {
         let mut index = repo
             .index()
             .map_err(|e| GitError::local("opening the index", &e))?;
+        // One scan of the worktree stages additions, modifications and deletions alike (libgit2 removes
+        // entries whose file is gone), so no separate `update_all` pass.
         index
             .add_all(["*"], IndexAddOption::DEFAULT, None)
             .map_err(|e| GitError::local("staging changes", &e))?;
-        index
-            .update_all(["*"], None)
-            .map_err(|e| GitError::local("staging deletions", &e))?;
-        index
-            .write()
-            .map_err(|e| GitError::local("writing the index", &e))?;
         let tree_id = index
             .write_tree()
             .map_err(|e| GitError::local("writing the tree", &e))?;
+        // After write_tree, so the index keeps the tree cache it just refreshed.
+        index
+            .write()
+            .map_err(|e| GitError::local("writing the index", &e))?;
         let parent_id = self.head_oid().ok_or_else(|| GitError::Local {
             context: "committing".into(),
             message: "HEAD has no commit".into(),

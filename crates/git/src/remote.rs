@@ -2,8 +2,10 @@
 //! deadlines, proxy; fetch, ls-remote and push with errors that never carry secrets.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Instant;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use git2::{
     CertificateCheckStatus, Cred, CredentialType, FetchOptions, PushOptions, RemoteCallbacks,
@@ -100,6 +102,24 @@ impl<'s> OpContext<'s> {
         if u.scheme == "file" {
             return Ok(());
         }
+        let server = (u.host.clone(), u.port_or_default());
+        if reached_recently(&server) {
+            return Ok(());
+        }
+        let reached = self.connect(op, &u);
+        let mut recent = recently_reached()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.retain(|_, at| at.elapsed() < PROBE_VALID);
+        match &reached {
+            Ok(()) => recent.insert(server, Instant::now()),
+            Err(_) => recent.remove(&server),
+        };
+        reached
+    }
+
+    /// Connect to the remote's server once within the deadline (the connection is closed at once).
+    fn connect(&self, op: &'static str, u: &RemoteUrl) -> Result<(), GitError> {
         let url = self.spec.redacted_url();
         let addrs: Vec<_> = match (u.host.as_str(), u.port_or_default()).to_socket_addrs() {
             Ok(a) => a.collect(),
@@ -332,6 +352,27 @@ impl<'s> OpContext<'s> {
             kind,
         }
     }
+}
+
+/// How long a server stays known as reachable after a successful probe. The fetch and the push of one cycle,
+/// and the cycles of other automations on the same server meanwhile, then connect once instead of each
+/// time: each probe costs an SSH server a new process. A server that went away since fails fast in libgit2
+/// (connection refused), and a silent one is caught by the watchdog of [`with_deadline`].
+const PROBE_VALID: Duration = Duration::from_secs(10);
+
+/// Servers (host, port) that accepted a probe, and when.
+fn recently_reached() -> &'static Mutex<HashMap<(String, u16), Instant>> {
+    static RECENT: OnceLock<Mutex<HashMap<(String, u16), Instant>>> = OnceLock::new();
+    RECENT.get_or_init(Default::default)
+}
+
+/// Whether `server` accepted a probe less than [`PROBE_VALID`] ago.
+fn reached_recently(server: &(String, u16)) -> bool {
+    recently_reached()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(server)
+        .is_some_and(|at| at.elapsed() < PROBE_VALID)
 }
 
 /// Whether a host key of `key_type` may be accepted under the `allowed` host-key algorithms.

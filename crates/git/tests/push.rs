@@ -7,7 +7,9 @@ mod common;
 use std::sync::{Arc, Barrier};
 
 use common::*;
-use git::{Cache, Checkout, CheckoutOptions, CheckoutRef, GitError, PushSpec};
+use git::{
+    Cache, Checkout, CheckoutOptions, CheckoutRef, GitError, PushOutcome, PushSpec, RemoteSpec,
+};
 use testenv::GitTransport;
 use testenv::git::git;
 
@@ -17,19 +19,47 @@ fn edit_commit(co: &mut Checkout, file: &str, content: &str) -> Result<Option<St
     co.commit(&commit_spec(&format!("set {file}")))
 }
 
+/// A cache of its own in a fresh temporary directory (removed when the guard drops).
+fn temp_cache() -> (Cache, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Cache::new(dir.path().into(), 0), dir)
+}
+
+/// `main` of `remote` checked out in a cache of its own.
+fn fresh_checkout(remote: &RemoteSpec) -> (Checkout, tempfile::TempDir) {
+    let (cache, dir) = temp_cache();
+    (checkout_main(&cache, remote).unwrap(), dir)
+}
+
+/// A writer racing others: a [`fresh_checkout`] with `file` set to `content` and committed (not pushed yet).
+fn racing_writer(remote: &RemoteSpec, file: &str, content: &str) -> (Checkout, tempfile::TempDir) {
+    let (mut co, dir) = fresh_checkout(remote);
+    edit_commit(&mut co, file, content).unwrap().unwrap();
+    (co, dir)
+}
+
+/// Push, re-applying `file` = `content` whenever the remote moved meanwhile.
+fn push_redoing(co: &mut Checkout, file: &str, content: &str) -> PushOutcome {
+    co.push(&PushSpec::default(), &mut |co: &mut Checkout| {
+        edit_commit(co, file, content).map(|_| ())
+    })
+    .unwrap()
+    .unwrap()
+}
+
+/// Check out `main` of `remote` for commits to the push branch `options` names.
+fn checkout_push_branch(cache: &Cache, remote: &RemoteSpec, options: &CheckoutOptions) -> Checkout {
+    cache
+        .checkout(remote, &CheckoutRef::Branch("main".into()), options)
+        .unwrap()
+}
+
 #[test]
 fn racing_writer_is_redone_on_the_new_head() {
     let (name, bare) = seed("race");
     let remote = remote(GitTransport::Daemon, &name);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (ca, cb) = (
-        Cache::new(da.path().into(), 0),
-        Cache::new(db.path().into(), 0),
-    );
-    let mut a = checkout_main(&ca, &remote).unwrap();
-    let mut b = checkout_main(&cb, &remote).unwrap();
-    edit_commit(&mut a, "a.txt", "from a\n").unwrap().unwrap();
-    edit_commit(&mut b, "b.txt", "from b\n").unwrap().unwrap();
+    let (mut a, _da) = racing_writer(&remote, "a.txt", "from a\n");
+    let (mut b, _db) = racing_writer(&remote, "b.txt", "from b\n");
     let out_a = a.push(&PushSpec::default(), &mut no_redo).unwrap().unwrap();
     assert_eq!(out_a.retries, 0);
     let mut redone = 0;
@@ -63,17 +93,10 @@ fn concurrent_updaters_both_land() {
         .map(|i| {
             let (remote, barrier) = (remote.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let dir = tempfile::tempdir().unwrap();
-                let cache = Cache::new(dir.path().into(), 0);
-                let mut co = checkout_main(&cache, &remote).unwrap();
                 let file = format!("w{i}.txt");
-                edit_commit(&mut co, &file, "x\n").unwrap().unwrap();
+                let (mut co, _dir) = racing_writer(&remote, &file, "x\n");
                 barrier.wait();
-                co.push(&PushSpec::default(), &mut |co: &mut Checkout| {
-                    edit_commit(co, &file, "x\n").map(|_| ())
-                })
-                .unwrap()
-                .unwrap()
+                push_redoing(&mut co, &file, "x\n")
             })
         })
         .collect();
@@ -92,9 +115,7 @@ fn concurrent_updaters_both_land() {
 fn several_commits_one_push() {
     let (name, bare) = seed("multi");
     let remote = remote(GitTransport::File, &name);
-    let d = tempfile::tempdir().unwrap();
-    let cache = Cache::new(d.path().into(), 0);
-    let mut co = checkout_main(&cache, &remote).unwrap();
+    let (mut co, _d) = fresh_checkout(&remote);
     let c1 = edit_commit(&mut co, "one", "1\n").unwrap().unwrap();
     let c2 = edit_commit(&mut co, "two", "2\n").unwrap().unwrap();
     assert_eq!(edit_commit(&mut co, "two", "2\n").unwrap(), None);
@@ -110,6 +131,26 @@ fn several_commits_one_push() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn commit_stages_modified_added_and_deleted_files() {
+    let (name, bare) = seed("stage");
+    let remote = remote(GitTransport::File, &name);
+    let (mut co, _d) = fresh_checkout(&remote);
+    std::fs::write(co.workdir().join("deploy.yaml"), "image: app:2\n").unwrap();
+    std::fs::create_dir_all(co.workdir().join("new")).unwrap();
+    std::fs::write(co.workdir().join("new/file.txt"), "new\n").unwrap();
+    std::fs::remove_file(co.workdir().join("README")).unwrap();
+    co.commit(&commit_spec("stage all")).unwrap().unwrap();
+    co.push(&PushSpec::default(), &mut no_redo)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        bare_git(&bare, &["ls-tree", "-r", "--name-only", "main"]),
+        "deploy.yaml\nnew/file.txt"
+    );
+    assert_eq!(show(&bare, "main", "deploy.yaml"), "image: app:2");
 }
 
 fn push_branch_opts(branch: &str, all_refs: bool, force: bool) -> CheckoutOptions {
@@ -143,21 +184,11 @@ fn diverged() -> (String, std::path::PathBuf) {
 fn run_matrix(
     all_refs: bool,
     force: bool,
-) -> (
-    std::path::PathBuf,
-    Result<Option<git::PushOutcome>, GitError>,
-) {
+) -> (std::path::PathBuf, Result<Option<PushOutcome>, GitError>) {
     let (name, bare) = diverged();
     let remote = remote(GitTransport::Daemon, &name);
-    let d = tempfile::tempdir().unwrap();
-    let cache = Cache::new(d.path().into(), 0);
-    let mut co = cache
-        .checkout(
-            &remote,
-            &CheckoutRef::Branch("main".into()),
-            &push_branch_opts("auto", all_refs, force),
-        )
-        .unwrap();
+    let (cache, _d) = temp_cache();
+    let mut co = checkout_push_branch(&cache, &remote, &push_branch_opts("auto", all_refs, force));
     assert_eq!(co.branch(), Some("auto"));
     assert!(co.switched_branch());
     assert_eq!(
@@ -210,15 +241,12 @@ fn push_branch_matrix_single_branch_no_force_is_rejected() {
 fn new_push_branch_is_created_from_checkout() {
     let (name, bare) = seed("newpb");
     let remote = remote(GitTransport::File, &name);
-    let d = tempfile::tempdir().unwrap();
-    let cache = Cache::new(d.path().into(), 0);
-    let mut co = cache
-        .checkout(
-            &remote,
-            &CheckoutRef::Branch("main".into()),
-            &push_branch_opts("flux-updates", true, true),
-        )
-        .unwrap();
+    let (cache, _d) = temp_cache();
+    let mut co = checkout_push_branch(
+        &cache,
+        &remote,
+        &push_branch_opts("flux-updates", true, true),
+    );
     edit_commit(&mut co, "deploy.yaml", "image: app:3\n")
         .unwrap()
         .unwrap();
@@ -237,15 +265,8 @@ fn new_push_branch_is_created_from_checkout() {
 fn refspec_push_and_up_to_date_refspec() {
     let (name, bare) = seed("refspec");
     let remote = remote(GitTransport::Daemon, &name);
-    let d = tempfile::tempdir().unwrap();
-    let cache = Cache::new(d.path().into(), 0);
-    let mut co = cache
-        .checkout(
-            &remote,
-            &CheckoutRef::Branch("main".into()),
-            &push_branch_opts("auto", true, true),
-        )
-        .unwrap();
+    let (cache, _d) = temp_cache();
+    let mut co = checkout_push_branch(&cache, &remote, &push_branch_opts("auto", true, true));
     edit_commit(&mut co, "deploy.yaml", "image: app:4\n")
         .unwrap()
         .unwrap();
@@ -288,9 +309,7 @@ fn push_options_reach_the_server() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&hook, perms).unwrap();
     let remote = remote(GitTransport::Daemon, &name);
-    let d = tempfile::tempdir().unwrap();
-    let cache = Cache::new(d.path().into(), 0);
-    let mut co = checkout_main(&cache, &remote).unwrap();
+    let (mut co, _d) = fresh_checkout(&remote);
     edit_commit(&mut co, "deploy.yaml", "image: app:6\n")
         .unwrap()
         .unwrap();
