@@ -530,26 +530,60 @@ impl Repositories {
         if remaining.is_zero() {
             return Err("timed out before listing tags".to_string());
         }
-        let tags = self
-            .registry
-            .list_tags(image, access, remaining)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut tags = filter_out_tags(tags, exclusion_list)?;
-        let latest_tags = sort_tags_and_get_latest(&mut tags);
-        let tag_count = i64::try_from(tags.len()).unwrap_or(i64::MAX);
-        let (store, key) = (self.store.clone(), key.clone());
-        let revision = tokio::task::spawn_blocking(move || store.set_tags(&key, &tags))
-            .await
-            .map_err(|e| format!("failed to set tags: {e}"))?
-            .map_err(|e| format!("failed to set tags: {e}"))?;
-        Ok(ScanResult {
-            revision,
-            tag_count,
-            scan_time: Some(now_seconds()),
-            latest_tags,
-        })
+        scan_tags(
+            &self.registry,
+            &self.store,
+            image,
+            access,
+            key,
+            exclusion_list,
+            remaining,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
+}
+
+/// Why [`scan_tags`] failed; each step's error kept apart so callers can classify it.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The registry did not list the tags.
+    #[error("{0}")]
+    List(#[from] registry::RegistryError),
+    /// A pattern of `spec.exclusionList` does not compile.
+    #[error("{0}")]
+    Exclusion(String),
+    /// The tag store could not be written.
+    #[error("failed to set tags: {0}")]
+    Store(String),
+}
+
+/// One scan: lists the image's tags within `timeout`, drops excluded ones, stores the rest under `key`, and
+/// returns the scan result. Shared by the ImageRepository reconciler and `run-once`.
+pub async fn scan_tags(
+    registry: &registry::Client,
+    store: &Arc<TagStore>,
+    image: &ImageRef,
+    access: &registry::Access,
+    key: &RepoKey,
+    exclusion_list: &[String],
+    timeout: Duration,
+) -> Result<ScanResult, ScanError> {
+    let tags = registry.list_tags(image, access, timeout).await?;
+    let mut tags = filter_out_tags(tags, exclusion_list).map_err(ScanError::Exclusion)?;
+    let latest_tags = sort_tags_and_get_latest(&mut tags);
+    let tag_count = i64::try_from(tags.len()).unwrap_or(i64::MAX);
+    let (store, key) = (store.clone(), key.clone());
+    let revision = tokio::task::spawn_blocking(move || store.set_tags(&key, &tags))
+        .await
+        .map_err(|e| ScanError::Store(e.to_string()))?
+        .map_err(|e| ScanError::Store(e.to_string()))?;
+    Ok(ScanResult {
+        revision,
+        tag_count,
+        scan_time: Some(now_seconds()),
+        latest_tags,
+    })
 }
 
 /// Runs `f` on the object's conditions (creating the status).

@@ -10,7 +10,7 @@ use api::meta::{ACCESS_DENIED_REASON, DEPENDENCY_NOT_READY_REASON, READY, STALLE
 use api::{ImagePolicy, ImageRepository};
 use image_reflector_controller::cluster::{access_spec, digest};
 use image_reflector_controller::policy::{Cluster, PolicyOptions, PolicyReconciler};
-use image_reflector_controller::repository::{filter_out_tags, sort_tags_and_get_latest};
+use image_reflector_controller::repository::{ScanError, scan_tags};
 use kube::ResourceExt;
 use runtime::conditions;
 use runtime::events::EventType;
@@ -49,34 +49,24 @@ pub async fn scan(
     .await
     .map_err(|_| transient("failed to configure authentication options: timed out".into()))?
     .map_err(|e| config(format!("failed to configure authentication options: {e}")))?;
-    let tags = client
-        .list_tags(&image, &access, timeout)
-        .await
-        .map_err(|e| {
-            let m = format!("scan failed: {e}");
-            if e.is_unauthorized() {
-                config(m)
-            } else {
-                transient(m)
-            }
-        })?;
     let exclusion_list = repo.spec.get_exclusion_list();
-    let mut tags = filter_out_tags(tags, &exclusion_list)
-        .map_err(|e| config(format!("spec.exclusionList: {e}")))?;
-    let latest_tags = sort_tags_and_get_latest(&mut tags);
-    let tag_count = i64::try_from(tags.len()).unwrap_or(i64::MAX);
     let key = RepoKey::new(repo.namespace().unwrap_or_default(), repo.name_any());
-    let store = store.clone();
-    let revision = tokio::task::spawn_blocking(move || store.set_tags(&key, &tags))
-        .await
-        .map_err(|e| RunError::new(ErrorKind::Other, format!("{what}: failed to set tags: {e}")))?
-        .map_err(|e| RunError::new(ErrorKind::Other, format!("{what}: failed to set tags: {e}")))?;
-    let result = ScanResult {
-        revision,
-        tag_count,
-        scan_time: Some(conditions::now_seconds()),
-        latest_tags,
-    };
+    let result = scan_tags(
+        client,
+        store,
+        &image,
+        &access,
+        &key,
+        &exclusion_list,
+        timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        ScanError::List(e) if e.is_unauthorized() => config(format!("scan failed: {e}")),
+        ScanError::List(e) => transient(format!("scan failed: {e}")),
+        ScanError::Exclusion(e) => config(format!("spec.exclusionList: {e}")),
+        ScanError::Store(_) => RunError::new(ErrorKind::Other, format!("{what}: {e}")),
+    })?;
     let status = repo.status.get_or_insert_default();
     status.last_scan_result = Some(result.clone());
     status.canonical_image_name = Some(image.canonical());
