@@ -131,6 +131,50 @@ async fn expired_event_is_recreated_and_trace_is_normal() {
 }
 
 #[tokio::test]
+async fn background_writes_leave_publish_at_once_in_order_and_flush_waits() {
+    let (client, handle) = mock_client();
+    let (published, answer) = tokio::sync::oneshot::channel::<()>();
+    let server = ApiServer::spawn(handle, |mut s| async move {
+        let (req, body) = s.next().await;
+        // No publish waited for this write.
+        answer.await.unwrap();
+        assert_eq!(req.method, "POST");
+        let ev: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(ev["message"], "first");
+        s.reply(201, &ev).await;
+        // The repeat is counted against the event written first: the writes keep their order.
+        let (req, body) = s.next().await;
+        assert_eq!(req.method, "PATCH");
+        let patch: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(patch["count"], 2);
+        s.reply(200, &ev).await;
+        let (req, body) = s.next().await;
+        assert_eq!(req.method, "POST");
+        let other: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(other["message"], "second");
+        s.reply(201, &other).await;
+    });
+    let rec = EventRecorder::new(client, "image-reflector-controller", "")
+        .unwrap()
+        .with_background_writes(8);
+    let (t, ann) = target();
+    for msg in ["first", "first", "second"] {
+        rec.publish(
+            &t,
+            &ann,
+            EventType::Normal,
+            "Succeeded",
+            msg,
+            BTreeMap::new(),
+        )
+        .await;
+    }
+    published.send(()).unwrap();
+    rec.flush(Duration::from_secs(10)).await;
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn webhook_gets_flux_format_and_never_traces() {
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
     let sink = received.clone();
