@@ -462,16 +462,13 @@ impl Repositories {
                 .and_then(|s| s.last_scan_result.as_ref())
                 .map(|r| r.revision.clone());
             let scanning = self.scan(&image, &access, &key, &exclusion_list, deadline);
-            let result = self
-                .progress_while(obj, scanning)
-                .await?
-                .map_err(|e| {
-                    fail(
-                        obj,
-                        READ_OPERATION_FAILED_REASON,
-                        format!("scan failed: {e}"),
-                    )
-                })?;
+            let result = self.progress_while(obj, scanning).await?.map_err(|e| {
+                fail(
+                    obj,
+                    READ_OPERATION_FAILED_REASON,
+                    format!("scan failed: {e}"),
+                )
+            })?;
             let unchanged = old_revision.as_deref() == Some(result.revision.as_str());
             obj.status.get_or_insert_default().last_scan_result = Some(result);
             // 9.

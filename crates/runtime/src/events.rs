@@ -245,7 +245,9 @@ impl EventRecorder {
     /// later events are written by their publisher. Logs how many were still queued on timeout.
     pub async fn flush(&self, timeout: Duration) {
         let queue = lock(&self.queue).take();
-        let left = queue.as_ref().map_or(0, |q| q.max_capacity() - q.capacity());
+        let left = queue
+            .as_ref()
+            .map_or(0, |q| q.max_capacity() - q.capacity());
         drop(queue);
         let writer = lock(&self.writer).take();
         if let Some(writer) = writer
@@ -318,16 +320,18 @@ impl EventRecorder {
         };
         let queue = lock(&self.queue).clone();
         match queue {
-            Some(q) => {
-                if let Err(mpsc::error::TrySendError::Full(p)) = q.try_send(pending) {
-                    // Wait for room rather than drop the event. A closed queue cannot happen
-                    // here: only `flush` closes it, by taking this sender away.
+            Some(q) => match q.try_send(pending) {
+                Ok(()) => {}
+                // Wait for room rather than drop the event.
+                Err(mpsc::error::TrySendError::Full(p)) => {
                     tracing::debug!(name, namespace, "event queue full; waiting for room");
                     if let Err(mpsc::error::SendError(p)) = q.send(p).await {
                         self.sink.write(&p).await;
                     }
                 }
-            }
+                // The writer is gone (it panicked): write here rather than lose the event.
+                Err(mpsc::error::TrySendError::Closed(p)) => self.sink.write(&p).await,
+            },
             None => self.sink.write(&pending).await,
         }
         if type_ == EventType::Trace {
@@ -357,7 +361,6 @@ impl EventRecorder {
             });
         }
     }
-
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
