@@ -27,6 +27,22 @@ fn target() -> (ObjectReference, BTreeMap<String, String>) {
     )
 }
 
+/// Publishes a `Normal` `Succeeded` event about [`target`] per message, in order.
+async fn publish_normal(rec: &EventRecorder, messages: &[&str]) {
+    let (t, ann) = target();
+    for msg in messages {
+        rec.publish(
+            &t,
+            &ann,
+            EventType::Normal,
+            "Succeeded",
+            msg,
+            BTreeMap::new(),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn repeated_event_is_created_once_then_counted() {
     let (client, handle) = mock_client();
@@ -78,18 +94,7 @@ async fn repeated_event_is_created_once_then_counted() {
         s.reply(201, &ev).await;
     });
     let rec = EventRecorder::new(client, "image-reflector-controller", "").unwrap();
-    let (t, ann) = target();
-    for msg in ["successful scan", "successful scan", "other"] {
-        rec.publish(
-            &t,
-            &ann,
-            EventType::Normal,
-            "Succeeded",
-            msg,
-            BTreeMap::new(),
-        )
-        .await;
-    }
+    publish_normal(&rec, &["successful scan", "successful scan", "other"]).await;
     server.finish().await;
 }
 
@@ -157,18 +162,7 @@ async fn background_writes_leave_publish_at_once_in_order_and_flush_waits() {
     let rec = EventRecorder::new(client, "image-reflector-controller", "")
         .unwrap()
         .with_background_writes(8);
-    let (t, ann) = target();
-    for msg in ["first", "first", "second"] {
-        rec.publish(
-            &t,
-            &ann,
-            EventType::Normal,
-            "Succeeded",
-            msg,
-            BTreeMap::new(),
-        )
-        .await;
-    }
+    publish_normal(&rec, &["first", "first", "second"]).await;
     published.send(()).unwrap();
     rec.flush(Duration::from_secs(10)).await;
     server.finish().await;
