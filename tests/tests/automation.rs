@@ -420,14 +420,19 @@ async fn the_guide_updates_main_and_reverts() -> Result<()> {
         condition(&obj, "Ready").context("Ready")?["message"],
         "repository up-to-date"
     );
-    let events = w.events("flux-system").await?;
+    // Events are written in the background, so they may land just after the status.
     let short = &head[..7];
-    ensure!(
-        events.iter().any(|(t, r, m)| t == "Normal"
-            && r == "Succeeded"
-            && *m == format!("pushed commit '{short}' to branch 'main'\n{PODINFO}:5.0.3\n")),
-        "no push event: {events:?}"
-    );
+    eventually("the push event", || async {
+        let events = w.events("flux-system").await?;
+        ensure!(
+            events.iter().any(|(t, r, m)| t == "Normal"
+                && r == "Succeeded"
+                && *m == format!("pushed commit '{short}' to branch 'main'\n{PODINFO}:5.0.3\n")),
+            "no push event: {events:?}"
+        );
+        Ok(())
+    })
+    .await?;
 
     // Flux's metrics, plus push latency and per-repository Git operation timings.
     let (code, metrics) =
@@ -762,13 +767,17 @@ async fn bad_input_gives_conditions_and_no_commit() -> Result<()> {
         "{}",
         obj["status"]
     );
-    let events = w.events("rejected").await?;
-    ensure!(
-        events
-            .iter()
-            .any(|(t, r, _)| t == "Warning" && r == "GitOperationFailed"),
-        "{events:?}"
-    );
+    eventually("the GitOperationFailed event", || async {
+        let events = w.events("rejected").await?;
+        ensure!(
+            events
+                .iter()
+                .any(|(t, r, _)| t == "Warning" && r == "GitOperationFailed"),
+            "{events:?}"
+        );
+        Ok(())
+    })
+    .await?;
     // A policy that is not ready (no latestRef yet) is left out, as Flux does: nothing to apply.
     w.create(
         &flux("ImagePolicy"),

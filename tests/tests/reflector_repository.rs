@@ -655,6 +655,34 @@ async fn fake_registry(mode: &'static str) -> Result<String> {
     Ok(addr)
 }
 
+/// A scan still running after a second shows its progress (`Reconciling`, `scanning: <reason>`)
+/// while it runs; a faster one is reported by the final status alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_scan_shows_its_progress_while_it_runs() -> Result<()> {
+    let shard = Shard::new("repo-slow").await?;
+    let silent = fake_registry("hang").await?;
+    let p = shard.start(&[])?;
+    shard
+        .create(
+            "slow",
+            json!({"image": format!("{silent}/app"), "interval": "1h", "timeout": "60s"}),
+        )
+        .await?;
+    let msg = shard
+        .condition_is("slow", "Reconciling", "True", "Progressing")
+        .await
+        .with_context(|| p.logs())?;
+    ensure!(msg == "scanning: first scan", "{msg}");
+    let status = shard.status("slow").await?;
+    let (ready, reason, message) = condition(&status, "Ready");
+    ensure!(
+        ready == "Unknown" && reason == "Progressing" && message == "scanning: first scan",
+        "Ready={ready} {reason}: {message}"
+    );
+    ensure!(status.get("lastScanResult").is_none(), "{status}");
+    Ok(())
+}
+
 /// Bad input ends in a condition naming the cause (stalled or retried as upstream), never a crash.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gives_a_clear_condition() -> Result<()> {

@@ -5,6 +5,7 @@
 //! a missing or different entry (an empty volume after a restart, a stale replica) forces a rescan
 //! before any policy can read it; cloud provider credentials are fetched when the registry is contacted.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,12 @@ use store::{RepoKey, TagStore, Verified};
 
 /// How many tags `lastScanResult.latestTags` holds.
 pub const LATEST_TAGS: usize = 10;
+
+/// How long a step upstream announces with a progress status patch (credentials after a new
+/// generation or request, the scan) may run before that patch is written. A faster step's outcome
+/// reaches the object with the final status apply alone, sparing the API server a write that would
+/// be replaced within the same reconcile; a slower one shows `Reconciling` while it runs.
+pub const PROGRESS_PATCH_DELAY: Duration = Duration::from_secs(1);
 
 /// `shouldScan` reasons (`reflector.md` §3.5), shown as `scanning: <reason>`.
 pub const REASON_FIRST_SCAN: &str = "first scan";
@@ -335,6 +342,22 @@ impl Repositories {
             .map_err(|e| format!("failed to patch the status: {e}"))
     }
 
+    /// Runs `work`; if it is still running after [`PROGRESS_PATCH_DELAY`], persists `obj`'s
+    /// status (its progress conditions) meanwhile. A failed patch is the error once `work` is done.
+    async fn progress_while<T>(
+        &self,
+        obj: &ImageRepository,
+        work: impl Future<Output = T>,
+    ) -> Result<T, String> {
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            () = tokio::time::sleep(PROGRESS_PATCH_DELAY) => {}
+        }
+        let (patched, out) = tokio::join!(self.patch_now(obj), work);
+        patched.map(|()| out)
+    }
+
     /// Upstream's `reconcile()` steps 1–10; `Err` carries the reconcile error (Ready already set).
     async fn steps(
         &self,
@@ -356,7 +379,8 @@ impl Repositories {
             with_conditions(obj, |c| c.mark_stalled(FEATURE_GATE_DISABLED_REASON, msg));
             return Ok(ReconcileResult::default());
         }
-        // 2–3. Progress, persisted at once on a new generation or a new reconcile request.
+        // 2–3. Progress, persisted on a new generation or a new reconcile request (if resolving the
+        // credentials is slow, else with the scan's progress or the final status).
         with_conditions(obj, |c| {
             progressive_status(c, false, PROGRESSING_REASON, "reconciliation in progress")
         });
@@ -365,17 +389,16 @@ impl Repositories {
             .as_ref()
             .and_then(|s| s.observed_generation)
             .unwrap_or(-1);
-        if observed != generation {
+        let announce = if observed != generation {
             let msg = format!("processing object: new generation {observed} -> {generation}");
             with_conditions(obj, |c| {
                 progressive_status(c, false, PROGRESSING_REASON, &msg)
             });
-            self.patch_now(obj).await?;
-        } else if reconcile_request(obj).unwrap_or_default()
-            != obj.last_handled_reconcile_at().unwrap_or_default()
-        {
-            self.patch_now(obj).await?;
-        }
+            true
+        } else {
+            reconcile_request(obj).unwrap_or_default()
+                != obj.last_handled_reconcile_at().unwrap_or_default()
+        };
         // 4. The image reference.
         let image = match ImageRef::parse(&obj.spec.image, obj.spec.insecure) {
             Ok(image) => image,
@@ -397,8 +420,13 @@ impl Repositories {
         // failures are `ReadOperationFailed`, as upstream.
         let spec = crate::cluster::access_spec(obj);
         let secrets = ApiSecrets::new(self.client.clone());
-        let access = match tokio::time::timeout_at(deadline, resolve_access(&spec, &secrets)).await
-        {
+        let resolving = tokio::time::timeout_at(deadline, resolve_access(&spec, &secrets));
+        let resolved = if announce {
+            self.progress_while(obj, resolving).await?
+        } else {
+            resolving.await
+        };
+        let access = match resolved {
             Ok(Ok(access)) => access,
             // Cannot succeed without a spec change (e.g. an unsupported provider): stall rather
             // than retry or scan anonymously.
@@ -472,22 +500,19 @@ impl Repositories {
             with_conditions(obj, |c| {
                 progressive_status(c, drift, PROGRESSING_REASON, &msg)
             });
-            self.patch_now(obj).await?;
             let old_revision = obj
                 .status
                 .as_ref()
                 .and_then(|s| s.last_scan_result.as_ref())
                 .map(|r| r.revision.clone());
-            let result = self
-                .scan(&image, &access, &key, &exclusion_list, deadline)
-                .await
-                .map_err(|e| {
-                    fail(
-                        obj,
-                        READ_OPERATION_FAILED_REASON,
-                        format!("scan failed: {e}"),
-                    )
-                })?;
+            let scanning = self.scan(&image, &access, &key, &exclusion_list, deadline);
+            let result = self.progress_while(obj, scanning).await?.map_err(|e| {
+                fail(
+                    obj,
+                    READ_OPERATION_FAILED_REASON,
+                    format!("scan failed: {e}"),
+                )
+            })?;
             let unchanged = old_revision.as_deref() == Some(result.revision.as_str());
             obj.status.get_or_insert_default().last_scan_result = Some(result);
             // 9.

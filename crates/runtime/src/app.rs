@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -95,6 +96,9 @@ where
     }
 }
 
+/// How long the events queued at shutdown may take to be written.
+const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Everything a binary's controllers receive.
 pub struct Started {
     /// Shared reconcile context (client, events, metrics, backoff).
@@ -178,15 +182,14 @@ where
         shutdown.clone(),
     ));
 
-    let recorder = Arc::new(EventRecorder::new(
-        client.clone(),
-        controller,
-        &flags.events_addr,
-    )?);
+    let recorder = Arc::new(
+        EventRecorder::new(client.clone(), controller, &flags.events_addr)?
+            .with_background_writes(crate::events::QUEUE_SIZE),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         manager: controller.to_string(),
-        recorder,
+        recorder: recorder.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
         backoff: Backoff::new(flags.min_retry_delay, flags.max_retry_delay),
@@ -229,6 +232,7 @@ where
 
     // Stop the servers and the probe whatever ended the controllers.
     trigger.fire();
+    recorder.flush(EVENT_FLUSH_TIMEOUT).await;
     signals.abort();
     let _ = probe.await;
     for s in servers {

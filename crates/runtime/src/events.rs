@@ -3,9 +3,14 @@
 //! `lastTimestamp` as client-go's recorder does, and, with `--events-addr`, the same event POSTed
 //! to notification-controller as an `event.toolkit.fluxcd.io/v1beta1` Event. `Trace` events become
 //! Kubernetes `Normal` events and are never forwarded.
+//!
+//! With [`EventRecorder::with_background_writes`] the core/v1 writes leave the reconcile: one task
+//! writes them in order (as client-go's broadcaster does), so a reconcile never waits for an event's
+//! API round trip. The queue is bounded; when it is full, publishing waits for room rather than
+//! dropping the event, and [`EventRecorder::flush`] writes what is left at shutdown.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -14,11 +19,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Annotation prefix whose object annotations travel with every event as metadata.
 pub const EVENT_ANNOTATION_PREFIX: &str = "event.toolkit.fluxcd.io/";
 /// How many distinct events the deduplication cache remembers (client-go's default).
 pub const CACHE_SIZE: usize = 4096;
+/// How many events may wait for the background writer (client-go's broadcaster queue length).
+pub const QUEUE_SIZE: usize = 1000;
 
 /// Event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +127,32 @@ impl DedupCache {
 
 /// Records events for one controller.
 pub struct EventRecorder {
-    client: kube::Client,
+    sink: Arc<KubeSink>,
     controller: String,
     instance: String,
     webhook: Option<reqwest::Url>,
     http: reqwest::Client,
+    /// The background writer's queue; `None` writes in the caller (tests, and after [`EventRecorder::flush`]).
+    queue: Mutex<Option<mpsc::Sender<Pending>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Writes and counts core/v1 Events.
+struct KubeSink {
+    client: kube::Client,
+    controller: String,
+    instance: String,
     cache: Mutex<DedupCache>,
+}
+
+/// A core/v1 Event waiting for the background writer, stamped when it was published.
+struct Pending {
+    target: ObjectReference,
+    type_: EventType,
+    reason: String,
+    message: String,
+    annotations: BTreeMap<String, String>,
+    at: Timestamp,
 }
 
 /// Why the recorder could not be built.
@@ -182,13 +211,53 @@ impl EventRecorder {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
         Ok(Self {
-            client,
+            sink: Arc::new(KubeSink {
+                client,
+                controller: controller.to_string(),
+                instance: instance.clone(),
+                cache: Mutex::new(DedupCache::default()),
+            }),
             controller: controller.to_string(),
             instance,
             webhook,
             http,
-            cache: Mutex::new(DedupCache::default()),
+            queue: Mutex::new(None),
+            writer: Mutex::new(None),
         })
+    }
+
+    /// Moves the core/v1 writes to a background task (started on the current Tokio runtime) with a
+    /// queue of `capacity` events.
+    pub fn with_background_writes(self, capacity: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Pending>(capacity.max(1));
+        let sink = self.sink.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                sink.write(&p).await;
+            }
+        });
+        *lock(&self.queue) = Some(tx);
+        *lock(&self.writer) = Some(writer);
+        self
+    }
+
+    /// Closes the background queue and waits up to `timeout` for the queued events to be written;
+    /// later events are written by their publisher. Logs how many were still queued on timeout.
+    pub async fn flush(&self, timeout: Duration) {
+        let queue = lock(&self.queue).take();
+        let left = queue
+            .as_ref()
+            .map_or(0, |q| q.max_capacity() - q.capacity());
+        drop(queue);
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer
+            && tokio::time::timeout(timeout, writer).await.is_err()
+        {
+            tracing::error!(
+                queued = left,
+                "unable to record events: still writing the queued events after {timeout:?}"
+            );
+        }
     }
 
     /// Records an event about `obj`; see [`EventRecorder::publish`].
@@ -241,11 +310,29 @@ impl EventRecorder {
             }
             _ => tracing::info!(name, namespace, reason, "{message}"),
         }
-        if let Err(e) = self
-            .record_kubernetes(target, type_, reason, message, &metadata)
-            .await
-        {
-            tracing::error!(error = %e, name, namespace, reason, "unable to record event");
+        let pending = Pending {
+            target: target.clone(),
+            type_,
+            reason: reason.to_string(),
+            message: message.to_string(),
+            annotations: metadata.clone(),
+            at: now_seconds(),
+        };
+        let queue = lock(&self.queue).clone();
+        match queue {
+            Some(q) => match q.try_send(pending) {
+                Ok(()) => {}
+                // Wait for room rather than drop the event.
+                Err(mpsc::error::TrySendError::Full(p)) => {
+                    tracing::debug!(name, namespace, "event queue full; waiting for room");
+                    if let Err(mpsc::error::SendError(p)) = q.send(p).await {
+                        self.sink.write(&p).await;
+                    }
+                }
+                // The writer is gone (it panicked): write here rather than lose the event.
+                Err(mpsc::error::TrySendError::Closed(p)) => self.sink.write(&p).await,
+            },
+            None => self.sink.write(&pending).await,
         }
         if type_ == EventType::Trace {
             return;
@@ -274,15 +361,34 @@ impl EventRecorder {
             });
         }
     }
+}
 
-    async fn record_kubernetes(
-        &self,
-        target: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        message: &str,
-        annotations: &BTreeMap<String, String>,
-    ) -> Result<(), kube::Error> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values stay consistent whatever panicked while holding them.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KubeSink {
+    /// Writes `p`, logging a failure: an event must not fail a reconciliation.
+    async fn write(&self, p: &Pending) {
+        if let Err(e) = self.record(p).await {
+            let name = p.target.name.as_deref().unwrap_or_default();
+            let namespace = p.target.namespace.as_deref().unwrap_or_default();
+            let reason = p.reason.as_str();
+            tracing::error!(error = %e, name, namespace, reason, "unable to record event");
+        }
+    }
+
+    async fn record(&self, p: &Pending) -> Result<(), kube::Error> {
+        let Pending {
+            target,
+            type_,
+            reason,
+            message,
+            annotations,
+            at: now,
+        } = p;
+        let (type_, now) = (*type_, *now);
         let namespace = target
             .namespace
             .clone()
@@ -295,11 +401,10 @@ impl EventRecorder {
             name: target.name.clone().unwrap_or_default(),
             uid: target.uid.clone().unwrap_or_default(),
             type_: type_.kubernetes_type(),
-            reason: reason.to_string(),
-            message: message.to_string(),
+            reason: reason.clone(),
+            message: message.clone(),
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let now = now_seconds();
         let seen = self.cache.lock().ok().and_then(|c| c.get(&key));
         if let Some(seen) = seen {
             let count = seen.count.saturating_add(1);

@@ -27,6 +27,22 @@ fn target() -> (ObjectReference, BTreeMap<String, String>) {
     )
 }
 
+/// Publishes a `Normal` `Succeeded` event about [`target`] per message, in order.
+async fn publish_normal(rec: &EventRecorder, messages: &[&str]) {
+    let (t, ann) = target();
+    for msg in messages {
+        rec.publish(
+            &t,
+            &ann,
+            EventType::Normal,
+            "Succeeded",
+            msg,
+            BTreeMap::new(),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn repeated_event_is_created_once_then_counted() {
     let (client, handle) = mock_client();
@@ -78,18 +94,7 @@ async fn repeated_event_is_created_once_then_counted() {
         s.reply(201, &ev).await;
     });
     let rec = EventRecorder::new(client, "image-reflector-controller", "").unwrap();
-    let (t, ann) = target();
-    for msg in ["successful scan", "successful scan", "other"] {
-        rec.publish(
-            &t,
-            &ann,
-            EventType::Normal,
-            "Succeeded",
-            msg,
-            BTreeMap::new(),
-        )
-        .await;
-    }
+    publish_normal(&rec, &["successful scan", "successful scan", "other"]).await;
     server.finish().await;
 }
 
@@ -127,6 +132,39 @@ async fn expired_event_is_recreated_and_trace_is_normal() {
         )
         .await;
     }
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn background_writes_leave_publish_at_once_in_order_and_flush_waits() {
+    let (client, handle) = mock_client();
+    let (published, answer) = tokio::sync::oneshot::channel::<()>();
+    let server = ApiServer::spawn(handle, |mut s| async move {
+        let (req, body) = s.next().await;
+        // No publish waited for this write.
+        answer.await.unwrap();
+        assert_eq!(req.method, "POST");
+        let ev: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(ev["message"], "first");
+        s.reply(201, &ev).await;
+        // The repeat is counted against the event written first: the writes keep their order.
+        let (req, body) = s.next().await;
+        assert_eq!(req.method, "PATCH");
+        let patch: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(patch["count"], 2);
+        s.reply(200, &ev).await;
+        let (req, body) = s.next().await;
+        assert_eq!(req.method, "POST");
+        let other: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(other["message"], "second");
+        s.reply(201, &other).await;
+    });
+    let rec = EventRecorder::new(client, "image-reflector-controller", "")
+        .unwrap()
+        .with_background_writes(8);
+    publish_normal(&rec, &["first", "first", "second"]).await;
+    published.send(()).unwrap();
+    rec.flush(Duration::from_secs(10)).await;
     server.finish().await;
 }
 
