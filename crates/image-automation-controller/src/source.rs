@@ -156,20 +156,6 @@ pub struct ResolveOptions {
     pub object_level_workload_identity: bool,
 }
 
-fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    // stringData is folded into data by the API server; keep it for objects built in memory.
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.entry(k).or_insert_with(|| v.into_bytes());
-    }
-    data
-}
-
 /// Where a source's GitRepository and Secrets are read from: the API server for the controller
 /// ([`KubeObjects`]), files for `run-once`.
 pub trait SourceObjects: Send + Sync {
@@ -225,7 +211,9 @@ async fn get_secret(
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     match objects.secret(namespace, name).await {
-        Ok(Some(s)) => Ok(secret_data(s)),
+        Ok(Some(s)) => {
+            Ok(image_reflector_controller::cluster::secret_data(namespace, name, s).data)
+        }
         Ok(None) => Err(format!("secret '{namespace}/{name}' not found")),
         Err(e) => Err(format!("failed to get secret '{namespace}/{name}': {e}")),
     }
