@@ -461,7 +461,7 @@ fn select_semver(repo: &Repository, expr: &str, url: &str) -> Result<Oid, GitErr
     let names = repo
         .tag_names(None)
         .map_err(|e| GitError::local("listing tags", &e))?;
-    let mut best: Option<(String, i64, Oid)> = None;
+    let mut best: Option<(policy::Version<'_>, i64, Oid)> = None;
     for name in names.iter().flatten().flatten() {
         let Ok(v) = policy::Version::parse_loose(name) else {
             continue;
@@ -478,17 +478,14 @@ fn select_semver(repo: &Repository, expr: &str, url: &str) -> Result<Oid, GitErr
         let time = commit.time().seconds();
         let better = match &best {
             None => true,
-            Some((bname, btime, _)) => match policy::Version::parse_loose(bname) {
-                Ok(bv) => match v.cmp_precedence(&bv) {
-                    std::cmp::Ordering::Greater => true,
-                    std::cmp::Ordering::Equal => time > *btime,
-                    std::cmp::Ordering::Less => false,
-                },
-                Err(_) => true,
+            Some((bv, btime, _)) => match v.cmp_precedence(bv) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => time > *btime,
+                std::cmp::Ordering::Less => false,
             },
         };
         if better {
-            best = Some((name.to_string(), time, commit.id()));
+            best = Some((v, time, commit.id()));
         }
     }
     best.map(|b| b.2).ok_or_else(|| GitError::RefNotFound {

@@ -73,9 +73,6 @@ pub struct Checkout {
     branch: Option<String>,
     /// Whether HEAD moved to a push branch other than the checkout branch.
     switched: bool,
-    /// The remote head of `branch` our commits build on (`None`: the branch is new on the remote, or the
-    /// base is the checkout head that will overwrite it).
-    remote_head: Option<Oid>,
     /// The commit our own commits start from.
     base: Oid,
     _lock: File,
@@ -126,7 +123,6 @@ impl Checkout {
             (None, c) if matches!(reference, CheckoutRef::Branch(_)) => (c.clone(), false),
             (None, _) => (None, false),
         };
-        let mut remote_head = if switched { None } else { Some(target) };
         let mut base = target;
         if switched && options.all_branch_refs {
             // Existing remote push branch: build on its head (§5.2 SwitchBranch).
@@ -135,7 +131,6 @@ impl Checkout {
                 && let Ok(c) = r.peel_to_commit()
             {
                 base = c.id();
-                remote_head = Some(base);
             }
         }
         let mut co = Checkout {
@@ -147,7 +142,6 @@ impl Checkout {
             checkout_commit: target,
             branch,
             switched,
-            remote_head,
             base,
             _lock: lock,
         };
@@ -416,7 +410,6 @@ impl Checkout {
             match self.push_refspecs(&[refspec], &push_options, &branch) {
                 Ok(_) => {
                     let head = self.head_oid().unwrap_or(self.base);
-                    self.remote_head = Some(head);
                     self.base = head;
                     let mut refspecs = Vec::new();
                     if let Some(r) = spec.refspec.as_deref().filter(|r| !r.is_empty()) {
@@ -496,7 +489,6 @@ impl Checkout {
             .ok()
             .and_then(|r| r.peel_to_commit().ok())
             .map(|c| c.id());
-        self.remote_head = head;
         self.reset_to(head.unwrap_or(self.checkout_commit))
     }
 
