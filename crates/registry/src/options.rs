@@ -277,7 +277,7 @@ pub trait SecretSource {
 }
 
 /// Why access options could not be built (mapped to `AuthenticationFailed` by the controller, except
-/// [`OptionsError::ProviderNotSupported`] which means Stalled).
+/// [`OptionsError::ObjectLevelIdentityDisabled`] which means Stalled).
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
     /// A referenced secret does not exist.
@@ -305,9 +305,6 @@ pub enum OptionsError {
     /// Unknown provider name.
     #[error("provider '{0}' not implemented")]
     ProviderNotImplemented(String),
-    /// A cloud provider this build does not support yet (never silently anonymous).
-    #[error("provider '{0}' is not supported yet")]
-    ProviderNotSupported(String),
     /// `serviceAccountName` with a cloud provider while the `ObjectLevelWorkloadIdentity` feature gate
     /// is off (upstream's message). Retrying cannot help, so the object is Stalled.
     #[error(
@@ -354,11 +351,7 @@ impl OptionsError {
     /// Whether the error cannot go away by retrying with the same spec (the controller marks the
     /// object Stalled instead of `AuthenticationFailed`).
     pub fn is_stalling(&self) -> bool {
-        matches!(
-            self,
-            OptionsError::ProviderNotSupported(_)
-                | OptionsError::ObjectLevelIdentityDisabled { .. }
-        )
+        matches!(self, OptionsError::ObjectLevelIdentityDisabled { .. })
     }
 }
 

@@ -664,13 +664,7 @@ impl Call<'_> {
         url: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), CloudError> {
-        let err = |reason: String| CloudError::Endpoint {
-            provider: self.provider,
-            step,
-            method,
-            url: url.split('?').next().unwrap_or(url).to_string(),
-            reason,
-        };
+        let err = |reason: String| self.invalid(step, method, url, reason);
         let remaining = self
             .deadline
             .saturating_duration_since(Instant::now())
@@ -704,7 +698,8 @@ impl Call<'_> {
         }
     }
 
-    /// An [`CloudError::Endpoint`] for a response that does not follow the protocol.
+    /// An [`CloudError::Endpoint`] of `step` (the URL without its query): a failed call or a response that
+    /// does not follow the protocol.
     pub(crate) fn invalid(
         &self,
         step: &'static str,
