@@ -128,8 +128,6 @@ impl DedupCache {
 /// Records events for one controller.
 pub struct EventRecorder {
     sink: Arc<KubeSink>,
-    controller: String,
-    instance: String,
     webhook: Option<reqwest::Url>,
     http: reqwest::Client,
     /// The background writer's queue; `None` writes in the caller (tests, and after [`EventRecorder::flush`]).
@@ -174,8 +172,8 @@ pub enum RecorderError {
 impl std::fmt::Debug for EventRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventRecorder")
-            .field("controller", &self.controller)
-            .field("instance", &self.instance)
+            .field("controller", &self.sink.controller)
+            .field("instance", &self.sink.instance)
             .field("webhook", &self.webhook)
             .finish_non_exhaustive()
     }
@@ -214,11 +212,9 @@ impl EventRecorder {
             sink: Arc::new(KubeSink {
                 client,
                 controller: controller.to_string(),
-                instance: instance.clone(),
+                instance,
                 cache: Mutex::new(DedupCache::default()),
             }),
-            controller: controller.to_string(),
-            instance,
             webhook,
             http,
             queue: Mutex::new(None),
@@ -345,8 +341,8 @@ impl EventRecorder {
                 message: message.to_string(),
                 reason: reason.to_string(),
                 metadata,
-                reporting_controller: self.controller.clone(),
-                reporting_instance: self.instance.clone(),
+                reporting_controller: self.sink.controller.clone(),
+                reporting_instance: self.sink.instance.clone(),
             };
             if let Err(e) = validate_for_webhook(&ev) {
                 tracing::error!(error = %e, "unable to record event");
