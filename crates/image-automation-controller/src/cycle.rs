@@ -54,6 +54,8 @@ pub enum Outcome {
         message: String,
         /// `observedSourceRevision` (§5.6).
         revision: String,
+        /// The files the commit changed, and how.
+        files: Vec<setters::FileChanges>,
     },
 }
 
@@ -154,10 +156,10 @@ fn run_cycle(
         Err(f) => return all(f),
     };
     let checkout_revision = checkout.revision();
-    // The commits of this cycle, per job: None = nothing to commit, Some((sha, message)).
-    let mut results: Vec<Result<Option<(String, String)>, Failure>> = Vec::new();
+    // The commits of this cycle, per job: None = nothing to commit, else the job's commit.
+    let mut results: Vec<Result<Option<Committed>, Failure>> = Vec::new();
     let apply_all = |co: &mut gitops::Tree<'_>,
-                     results: &mut Vec<Result<Option<(String, String)>, Failure>>|
+                     results: &mut Vec<Result<Option<Committed>, Failure>>|
      -> Result<(), Failure> {
         results.clear();
         for job in jobs {
@@ -202,26 +204,42 @@ fn run_cycle(
                 None => Outcome::UpToDate {
                     revision: checkout_revision.clone(),
                 },
-                Some((commit, message)) => Outcome::Pushed {
-                    revision: pushed_revision(&commit),
-                    commit,
+                Some(Committed {
+                    sha,
                     message,
+                    files,
+                }) => Outcome::Pushed {
+                    revision: pushed_revision(&sha),
+                    commit: sha,
+                    message,
+                    files,
                 },
             })
         })
         .collect()
 }
 
+/// A job's commit within a cycle.
+struct Committed {
+    /// Full SHA.
+    sha: String,
+    /// Its message.
+    message: String,
+    /// The files it changed.
+    files: Vec<setters::FileChanges>,
+}
+
 /// A job's update of the workspace and its commit; nothing is written when the update fails.
-fn update_and_commit(
-    co: &mut gitops::Tree<'_>,
-    job: &Job,
-) -> Result<Option<(String, String)>, Failure> {
-    let Some(message) = update(co.workdir(), job)? else {
+fn update_and_commit(co: &mut gitops::Tree<'_>, job: &Job) -> Result<Option<Committed>, Failure> {
+    let Some((message, files)) = update(co.workdir(), job)? else {
         return Ok(None);
     };
     let sha = co.commit(&job.commit, &message)?;
-    Ok(sha.map(|s| (s, message)))
+    Ok(sha.map(|sha| Committed {
+        sha,
+        message,
+        files,
+    }))
 }
 
 fn update_failed(e: impl std::fmt::Display) -> Failure {
@@ -231,10 +249,14 @@ fn update_failed(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// Applies the job's policies under its update path; returns the rendered commit message when a
-/// file changed. The message is rendered before anything is written, so a template error leaves
-/// the tree untouched; any file that cannot be updated fails the job before anything is written.
-pub fn update(workdir: &Path, job: &Job) -> Result<Option<String>, Failure> {
+/// Applies the job's policies under its update path; returns the rendered commit message and the
+/// changed files when a file changed. The message is rendered before anything is written, so a
+/// template error leaves the tree untouched; any file that cannot be updated fails the job before
+/// anything is written.
+pub fn update(
+    workdir: &Path,
+    job: &Job,
+) -> Result<Option<(String, Vec<setters::FileChanges>)>, Failure> {
     let Some((plan, message)) = plan_update(workdir, job)? else {
         return Ok(None);
     };
@@ -242,7 +264,7 @@ pub fn update(workdir: &Path, job: &Job) -> Result<Option<String>, Failure> {
     if let Some(e) = report.errors.first() {
         return Err(update_failed(format!("{}: {}", e.path, e.reason)));
     }
-    Ok(Some(message))
+    Ok(Some((message, report.files)))
 }
 
 /// The first half of [`update`], writing nothing: the setters' plan of the job under its update
@@ -360,7 +382,8 @@ mod tests {
                 "{{ range $f, $_ := .Changed.FileChanges }}{{ $f }}{{ end }}",
             ),
         )
-        .unwrap();
+        .unwrap()
+        .map(|(message, _files)| message);
         assert_eq!(msg.as_deref(), Some("deploy.yaml"));
         let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
         assert_eq!(
@@ -373,7 +396,10 @@ mod tests {
         // The default message.
         let d = tree(&[("deploy.yaml", DEPLOY)]);
         assert_eq!(
-            update(d.path(), &job("", "")).unwrap().as_deref(),
+            update(d.path(), &job("", ""))
+                .unwrap()
+                .map(|(m, _)| m)
+                .as_deref(),
             Some("Update from image update automation")
         );
     }

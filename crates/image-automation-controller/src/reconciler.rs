@@ -172,6 +172,7 @@ impl Reconciler<ImageUpdateAutomation> for Automation {
                         commit,
                         message,
                         revision,
+                        ..
                     } => {
                         summary = Some(push_summary(&commit, &ran.branches, &message));
                         status.last_push_commit = commit;

@@ -176,7 +176,7 @@ struct AutomationSummary {
     result: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     branch: String,
-    /// The checked-out revision, or the pushed one (`<branch>@sha1:<hex>`).
+    /// The checked-out revision, or the pushed one (`<branch>@sha1:<hex>`); absent when the run failed.
     #[serde(skip_serializing_if = "String::is_empty")]
     revision: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -589,46 +589,45 @@ impl GitSide<'_> {
             policies,
             started,
         };
-        let planned = {
-            let (cache, job) = (cache.clone(), job.clone());
-            tokio::task::spawn_blocking(move || -> Result<_, Failure> {
+        if args.dry_run {
+            let cache = cache.clone();
+            let planned = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
                 let mut workspace = gitops::checkout(&cache, &job.remote, &job.branches)?;
                 let revision = workspace.revision();
                 let plan = plan_update(workspace.tree().workdir(), &job)?;
                 Ok((revision, plan))
             })
             .await
-            .map_err(|e| source::git_failed(format!("the Git cycle failed: {e}")))??
-        };
-        let (revision, plan) = planned;
-        summary.revision = revision;
-        let Some((plan, message)) = plan else {
-            summary.result = "up-to-date";
-            return Ok(());
-        };
-        summary.files = plan.report.files.clone();
-        summary.message = message;
-        if args.dry_run {
+            .map_err(|e| source::git_failed(format!("the Git cycle failed: {e}")))??;
+            let (revision, plan) = planned;
+            summary.revision = revision;
+            let Some((plan, message)) = plan else {
+                summary.result = "up-to-date";
+                return Ok(());
+            };
+            summary.files = plan.report.files.clone();
+            summary.message = message;
             summary.diff = crate::update::diff(&plan);
             summary.result = "would-push";
             return Ok(());
         }
+        // The writer checks out, updates, commits and pushes, as for the controller.
         match writers.submit(job).await? {
             Outcome::UpToDate { revision } => {
                 summary.result = "up-to-date";
                 summary.revision = revision;
-                summary.files.clear();
-                summary.message.clear();
             }
             Outcome::Pushed {
                 commit,
                 message,
                 revision,
+                files,
             } => {
                 summary.result = "pushed";
                 summary.commit = commit;
                 summary.message = message;
                 summary.revision = revision;
+                summary.files = files;
             }
         }
         Ok(())
