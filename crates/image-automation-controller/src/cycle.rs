@@ -38,6 +38,35 @@ pub struct Job {
     pub started: Instant,
 }
 
+impl Job {
+    /// The job of `automation` with its resolved `source` and setter `policies`, started at `started`.
+    pub fn new(
+        automation: &api::ImageUpdateAutomation,
+        source: crate::source::Source,
+        policies: setters::Policies,
+        started: Instant,
+    ) -> Self {
+        use kube::ResourceExt as _;
+        Job {
+            automation: NamespacedName {
+                namespace: automation.namespace().unwrap_or_default(),
+                name: automation.name_any(),
+            },
+            remote: source.remote,
+            branches: source.branches,
+            commit: source.commit,
+            update_path: automation
+                .spec
+                .update
+                .as_ref()
+                .map(|u| u.path.clone())
+                .unwrap_or_default(),
+            policies,
+            started,
+        }
+    }
+}
+
 /// What a cycle did for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -13,7 +13,6 @@ use kube::{Api, ResourceExt};
 use runtime::conditions::{self, Conditions, ReconcileResult, ResultFinalizer};
 use runtime::events::{EventRecorder, EventType};
 use runtime::reconcile::{FluxObject, Reconciler, apply_status, reconcile_request};
-use templates::NamespacedName;
 
 use crate::cycle::{Job, Outcome, Writers, push_summary};
 use crate::policies;
@@ -76,25 +75,8 @@ impl Automation {
             policies::observed(&self.client, &ns, obj.spec.policy_selector.as_ref()).await?;
         let source = source::resolve(&source::KubeObjects(&self.client), obj, self.opts).await?;
         let policies = policies::setter_policies(&ns, &observed)?;
-        let update_path = obj
-            .spec
-            .update
-            .as_ref()
-            .map(|u| u.path.clone())
-            .unwrap_or_default();
         let branches = source.branches.clone();
-        let job = Job {
-            automation: NamespacedName {
-                namespace: ns,
-                name: obj.name_any(),
-            },
-            remote: source.remote,
-            branches: source.branches,
-            commit: source.commit,
-            update_path,
-            policies,
-            started,
-        };
+        let job = Job::new(obj, source, policies, started);
         let outcome = self.writers.submit(job).await?;
         Ok(Ran {
             observed,

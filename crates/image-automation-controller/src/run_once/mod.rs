@@ -28,7 +28,6 @@ use runtime::features::{
     GIT_SHALLOW_CLONE, parse_assignments,
 };
 use serde::Serialize;
-use templates::NamespacedName;
 
 use crate::cycle::{Job, Outcome, Writers, plan_update};
 use crate::gitops::{self, GitCache, GitSettings};
@@ -572,23 +571,7 @@ impl GitSide<'_> {
         };
         let source = source::resolve(objects, automation, opts).await?;
         summary.branch = source.branches.push_branch.clone();
-        let job = Job {
-            automation: NamespacedName {
-                namespace: ns,
-                name: automation.name_any(),
-            },
-            remote: source.remote,
-            branches: source.branches,
-            commit: source.commit,
-            update_path: automation
-                .spec
-                .update
-                .as_ref()
-                .map(|u| u.path.clone())
-                .unwrap_or_default(),
-            policies,
-            started,
-        };
+        let job = Job::new(automation, source, policies, started);
         if args.dry_run {
             let cache = cache.clone();
             let planned = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
