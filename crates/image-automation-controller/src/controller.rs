@@ -130,6 +130,22 @@ fn automations_for(
         .collect()
 }
 
+/// The object of an applied watch event; a deleted object is forgotten from `seen`, whose entries
+/// would otherwise outlive it.
+fn applied<K: ResourceExt, V>(
+    event: watcher::Event<K>,
+    seen: &mut HashMap<(String, String), V>,
+) -> Option<K> {
+    match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => Some(o),
+        watcher::Event::Delete(o) => {
+            seen.remove(&(o.namespace().unwrap_or_default(), o.name_any()));
+            None
+        }
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 /// A policy whose `latestRef` changed (digest included) runs the automations of its namespace
 /// that select it (Flux runs every automation of the namespace).
 fn policy_trigger(
@@ -137,16 +153,15 @@ fn policy_trigger(
     namespace: Option<&str>,
     store: Store<ImageUpdateAutomation>,
 ) -> BoxStream<'static, ObjectRef<ImageUpdateAutomation>> {
-    let api: Api<ImagePolicy> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let api: Api<ImagePolicy> = scoped_api(client, namespace);
     let mut seen: HashMap<(String, String), Option<api::refs::ImageRef>> = HashMap::new();
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .applied_objects()
         .filter_map(|r| futures::future::ready(r.ok()))
-        .flat_map(move |p: ImagePolicy| {
+        .flat_map(move |event| {
+            let Some(p) = applied(event, &mut seen) else {
+                return futures::stream::iter(Vec::new());
+            };
             let key = (p.namespace().unwrap_or_default(), p.name_any());
             let latest = p.status.as_ref().and_then(|s| s.latest_ref.clone());
             let changed = latest.is_some() && seen.get(&key) != Some(&latest);
@@ -167,16 +182,15 @@ fn git_repository_trigger(
     namespace: Option<&str>,
     store: Store<ImageUpdateAutomation>,
 ) -> BoxStream<'static, ObjectRef<ImageUpdateAutomation>> {
-    let api: Api<GitRepository> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let api: Api<GitRepository> = scoped_api(client, namespace);
     let mut seen: HashMap<(String, String), Option<i64>> = HashMap::new();
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .applied_objects()
         .filter_map(|r| futures::future::ready(r.ok()))
-        .flat_map(move |r: GitRepository| {
+        .flat_map(move |event| {
+            let Some(r) = applied(event, &mut seen) else {
+                return futures::stream::iter(Vec::new());
+            };
             let key = (r.namespace().unwrap_or_default(), r.name_any());
             let generation = r.metadata.generation;
             // Create events are ignored, as upstream: only a changed generation counts.

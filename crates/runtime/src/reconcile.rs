@@ -120,7 +120,11 @@ impl<K: FluxObject> Reconciler<K> for PlumbingOnly {
 
 /// An API handle over one namespace, or all namespaces when `namespace` is `None`
 /// (`--watch-all-namespaces`).
-pub fn scoped_api<K: FluxObject>(client: kube::Client, namespace: Option<&str>) -> Api<K> {
+pub fn scoped_api<K>(client: kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
     match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
