@@ -329,7 +329,7 @@ fn http_client(
             let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| {
                 format!(
                     "failed to parse CA certificate: {}",
-                    github::error_chain(&e)
+                    registry::error_chain(&e)
                 )
             })?;
             b = b.tls_certs_merge(certs);
@@ -341,7 +341,7 @@ fn http_client(
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
                 format!(
                     "failed to parse TLS certificate and key: {}",
-                    github::error_chain(&e)
+                    registry::error_chain(&e)
                 )
             })?;
             b = b.identity(id);
@@ -349,11 +349,11 @@ fn http_client(
     }
     if let Some(p) = proxy {
         let p = reqwest::Proxy::all(p.url())
-            .map_err(|e| format!("invalid proxy: {}", github::error_chain(&e)))?;
+            .map_err(|e| format!("invalid proxy: {}", registry::error_chain(&e)))?;
         b = b.proxy(p);
     }
     b.build()
-        .map_err(|e| format!("failed to build HTTP client: {}", github::error_chain(&e)))
+        .map_err(|e| format!("failed to build HTTP client: {}", registry::error_chain(&e)))
 }
 
 #[cfg(test)]

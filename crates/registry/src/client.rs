@@ -875,7 +875,7 @@ fn is_transient(e: &reqwest::Error) -> bool {
 }
 
 /// An error and its sources, joined with `: `, without repeats.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     // reqwest's outer message only repeats the URL that our messages already start with.
     let top = e.to_string();

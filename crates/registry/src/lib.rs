@@ -26,7 +26,7 @@ mod keychain;
 mod options;
 mod reference;
 
-pub use client::{Client, ClientConfig, MANIFEST_ACCEPT, RequestObserver};
+pub use client::{Client, ClientConfig, MANIFEST_ACCEPT, RequestObserver, error_chain};
 pub use cloud::{
     AuthContext, CacheLimits, CloudEnv, CloudError, CloudProvider, CredentialHelpers,
     ObjectLevelIdentity, ProviderAccess, ServiceAccounts,

@@ -370,9 +370,12 @@ async fn call(
         .bearer_auth(jwt)
         .send()
         .await
-        .map_err(|e| err(error_chain(&e)))?;
+        .map_err(|e| err(registry::error_chain(&e)))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| err(registry::error_chain(&e)))?;
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let text = text.trim();
@@ -387,21 +390,6 @@ async fn call(
         }));
     }
     Ok(body.to_vec())
-}
-
-/// An error and its sources, `: `-joined (reqwest's top-level message alone says little).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
